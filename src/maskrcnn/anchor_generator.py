@@ -1,0 +1,38 @@
+"""Anchors of all FPN levels for a fixed input size (computed once, in numpy)."""
+import numpy as np
+
+
+def base_anchors(stride, scales, ratios):
+    """Anchors centred on the first cell of a level (mmdetection v1 rule, as the model zoo).
+
+    Returns:
+        (A, 4) float32 with A = len(ratios) * len(scales), ordered ratio-major.
+    """
+    ratios = np.asarray(ratios, np.float64)
+    scales = np.asarray(scales, np.float64)
+    ctr = 0.5 * (stride - 1)
+    h_ratios = np.sqrt(ratios)
+    w_ratios = 1.0 / h_ratios
+    ws = (stride * w_ratios[:, None] * scales[None, :]).reshape(-1)
+    hs = (stride * h_ratios[:, None] * scales[None, :]).reshape(-1)
+    anchors = np.stack([ctr - 0.5 * (ws - 1), ctr - 0.5 * (hs - 1), ctr + 0.5 * (ws - 1), ctr + 0.5 * (hs - 1)], -1)
+    return np.round(anchors).astype(np.float32)
+
+
+def grid_anchors(feature_shape, stride, scales, ratios):
+    """All anchors of one level.
+
+    Returns:
+        (H * W * A, 4) float32, ordered (y, x, anchor) to match an RPN output (B, A*k, H, W)
+        transposed to (B, H, W, A*k).
+    """
+    h, w = feature_shape
+    base = base_anchors(stride, scales, ratios)
+    sx, sy = np.meshgrid(np.arange(w) * stride, np.arange(h) * stride)
+    shifts = np.stack([sx, sy, sx, sy], -1).reshape(-1, 1, 4).astype(np.float32)
+    return (shifts + base[None]).reshape(-1, 4)
+
+
+def multi_level_anchors(feature_shapes, strides, scales, ratios):
+    """List of (N_l, 4) anchors, one per level."""
+    return [grid_anchors(shape, s, scales, ratios) for shape, s in zip(feature_shapes, strides)]

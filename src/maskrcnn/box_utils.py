@@ -1,0 +1,94 @@
+"""Box arithmetic on tensors: IoU, delta encoding/decoding, clipping.
+
+Boxes are ``(x1, y1, x2, y2)`` in pixels. The delta coder follows MindSpore's
+``BoundingBoxEncode``/``BoundingBoxDecode`` (width = x2 - x1 + 1, the convention the model-zoo
+Mask R-CNN checkpoint was trained with), written with plain tensor ops so that it has a gradient on
+every backend and works on any leading shape.
+"""
+import math
+
+import mindspore as ms
+from mindspore import ops
+
+# Largest |dw|, |dh| accepted by the decoder: log(1 / 0.016), as BoundingBoxDecode's wh_ratio_clip.
+MAX_LOG_RATIO = abs(math.log(0.016))
+
+
+def bbox_overlaps(boxes1, boxes2):
+    """IoU of every pair.
+
+    Args:
+        boxes1: (..., N, 4); boxes2: (..., M, 4) with the same leading shape.
+    Returns:
+        (..., N, M) float32 IoU; pairs whose union is empty give 0.
+    """
+    b1 = ops.expand_dims(boxes1, -2)
+    b2 = ops.expand_dims(boxes2, -3)
+    x1 = ops.maximum(b1[..., 0], b2[..., 0])
+    y1 = ops.maximum(b1[..., 1], b2[..., 1])
+    x2 = ops.minimum(b1[..., 2], b2[..., 2])
+    y2 = ops.minimum(b1[..., 3], b2[..., 3])
+    inter = ops.relu(x2 - x1) * ops.relu(y2 - y1)
+    area1 = ops.relu(b1[..., 2] - b1[..., 0]) * ops.relu(b1[..., 3] - b1[..., 1])
+    area2 = ops.relu(b2[..., 2] - b2[..., 0]) * ops.relu(b2[..., 3] - b2[..., 1])
+    union = area1 + area2 - inter
+    return inter / ops.maximum(union, 1e-6)
+
+
+def encode_deltas(boxes, targets, means, stds):
+    """Regression targets that move ``boxes`` onto ``targets``.
+
+    Args:
+        boxes, targets: (..., 4). means, stds: 4-sequences.
+    Returns:
+        (..., 4) normalised deltas (dx, dy, dw, dh).
+    """
+    pw = boxes[..., 2] - boxes[..., 0] + 1.0
+    ph = boxes[..., 3] - boxes[..., 1] + 1.0
+    px = (boxes[..., 0] + boxes[..., 2]) * 0.5
+    py = (boxes[..., 1] + boxes[..., 3]) * 0.5
+    gw = targets[..., 2] - targets[..., 0] + 1.0
+    gh = targets[..., 3] - targets[..., 1] + 1.0
+    gx = (targets[..., 0] + targets[..., 2]) * 0.5
+    gy = (targets[..., 1] + targets[..., 3]) * 0.5
+    deltas = ops.stack([(gx - px) / pw, (gy - py) / ph, ops.log(gw / pw), ops.log(gh / ph)], -1)
+    return (deltas - ms.Tensor(means, ms.float32)) / ms.Tensor(stds, ms.float32)
+
+
+def decode_deltas(boxes, deltas, means, stds):
+    """Inverse of ``encode_deltas`` (no clipping to the image).
+
+    Args:
+        boxes: (..., 4); deltas: (..., 4) broadcastable to boxes.
+    Returns:
+        (..., 4) decoded boxes.
+    """
+    d = deltas * ms.Tensor(stds, ms.float32) + ms.Tensor(means, ms.float32)
+    dw = ops.clamp(d[..., 2], -MAX_LOG_RATIO, MAX_LOG_RATIO)
+    dh = ops.clamp(d[..., 3], -MAX_LOG_RATIO, MAX_LOG_RATIO)
+    pw = boxes[..., 2] - boxes[..., 0] + 1.0
+    ph = boxes[..., 3] - boxes[..., 1] + 1.0
+    px = (boxes[..., 0] + boxes[..., 2]) * 0.5
+    py = (boxes[..., 1] + boxes[..., 3]) * 0.5
+    gw = pw * ops.exp(dw)
+    gh = ph * ops.exp(dh)
+    gx = px + pw * d[..., 0]
+    gy = py + ph * d[..., 1]
+    return ops.stack([gx - gw * 0.5 + 0.5, gy - gh * 0.5 + 0.5, gx + gw * 0.5 - 0.5, gy + gh * 0.5 - 0.5], -1)
+
+
+def clip_boxes(boxes, height, width):
+    """Clip boxes to an image of ``height`` x ``width`` pixels.
+
+    Args:
+        boxes: (..., 4). height, width: tensors broadcastable to boxes[..., 0] (e.g. (B, 1)).
+    Returns:
+        (..., 4) with x in [0, width - 1] and y in [0, height - 1].
+    """
+    xmax = width - 1.0
+    ymax = height - 1.0
+    x1 = ops.minimum(ops.relu(boxes[..., 0]), xmax)
+    y1 = ops.minimum(ops.relu(boxes[..., 1]), ymax)
+    x2 = ops.minimum(ops.relu(boxes[..., 2]), xmax)
+    y2 = ops.minimum(ops.relu(boxes[..., 3]), ymax)
+    return ops.stack([x1, y1, x2, y2], -1)

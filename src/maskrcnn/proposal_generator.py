@@ -1,0 +1,81 @@
+"""RPN proposals: per-level top-k, decode, clip, NMS, then a global top-k per image."""
+import numpy as np
+
+import mindspore as ms
+from mindspore import nn, ops
+
+from src.maskrcnn.box_utils import clip_boxes, decode_deltas
+
+
+def nms_keep(boxes, iou_thr):
+    """Greedy NMS of boxes already sorted by descending score.
+
+    ``NMSWithMask`` sorts by score itself and its index output is not reliable on every backend,
+    so it gets strictly decreasing rank scores: its keep mask then lines up with ``boxes``.
+
+    Args:
+        boxes: (K, 4) sorted by descending score.
+    Returns:
+        (K,) bool keep mask.
+    """
+    k = boxes.shape[0]
+    rank_scores = ms.Tensor(np.linspace(1.0, 0.0, k, endpoint=False, dtype=np.float32).reshape(k, 1))
+    _, _, keep = ops.NMSWithMask(iou_thr)(ops.concat([boxes, rank_scores], 1))
+    return keep
+
+
+class Proposal(nn.Cell):
+    """Proposal generator for training or testing.
+
+    Args:
+        cfg: config; anchors: list of (N_l, 4) numpy anchors per level; training: which
+            settings to use (rpn_proposal_* for training, rpn_* for testing).
+    Output of construct: proposals (B, P, 4) and valid (B, P) bool, P = ``self.num_proposals``.
+    """
+
+    def __init__(self, cfg, anchors, training):
+        super().__init__()
+        if training:
+            nms_pre, nms_thr, max_num = cfg.rpn_proposal_nms_pre, cfg.rpn_proposal_nms_thr, cfg.rpn_proposal_max_num
+            min_size = cfg.rpn_proposal_min_bbox_size
+        else:
+            nms_pre, nms_thr, max_num = cfg.rpn_nms_pre, cfg.rpn_nms_thr, cfg.rpn_max_num
+            min_size = cfg.rpn_min_bbox_min_size
+        self.anchors = tuple(ms.Tensor(a.astype(np.float32)) for a in anchors)
+        self.pre_counts = tuple(min(nms_pre, a.shape[0]) for a in anchors)
+        self.num_proposals = min(max_num, sum(self.pre_counts))
+        self.nms_thr = nms_thr
+        self.min_size = float(min_size)
+        self.means = tuple(cfg.rpn_target_means)
+        self.stds = tuple(cfg.rpn_target_stds)
+
+    def construct(self, cls_logits, deltas, img_metas):
+        """Args:
+            cls_logits: per level (B, N_l); deltas: per level (B, N_l, 4);
+            img_metas: (B, 4) = (height, width, scale_h, scale_w) of the resized image on the canvas.
+        Returns: proposals (B, P, 4), valid (B, P) bool."""
+        batch = img_metas.shape[0]
+        height = img_metas[:, 0:1]
+        width = img_metas[:, 1:2]
+        level_boxes = []
+        level_scores = []
+        for lvl in range(len(self.anchors)):
+            scores = ops.sigmoid(ops.stop_gradient(cls_logits[lvl]))
+            top_scores, idx = ops.topk(scores, self.pre_counts[lvl])  # (B, k)
+            d = ops.gather_elements(ops.stop_gradient(deltas[lvl]), 1,
+                                    ops.broadcast_to(ops.expand_dims(idx, 2), idx.shape + (4,)))
+            anchors = ops.gather(self.anchors[lvl], idx, 0)  # (B, k, 4)
+            boxes = clip_boxes(decode_deltas(anchors, d, self.means, self.stds), height, width)
+            wh_ok = ops.logical_and(boxes[..., 2] - boxes[..., 0] >= self.min_size,
+                                    boxes[..., 3] - boxes[..., 1] >= self.min_size)
+            kept = []
+            for b in range(batch):
+                kept.append(nms_keep(boxes[b], self.nms_thr))
+            keep = ops.logical_and(ops.stack(kept, 0), wh_ok)
+            level_scores.append(ops.where(keep, top_scores, ops.full_like(top_scores, -1.0)))
+            level_boxes.append(boxes)
+        scores = ops.concat(level_scores, 1)
+        boxes = ops.concat(level_boxes, 1)
+        top_scores, idx = ops.topk(scores, self.num_proposals)
+        proposals = ops.gather_elements(boxes, 1, ops.broadcast_to(ops.expand_dims(idx, 2), idx.shape + (4,)))
+        return ops.stop_gradient(proposals), top_scores >= 0.0

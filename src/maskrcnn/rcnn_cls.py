@@ -1,0 +1,72 @@
+"""Box head: 2 shared FCs, classifier and class-specific box regressor, and its losses."""
+import mindspore as ms
+from mindspore import nn, ops, Parameter
+from mindspore.common.initializer import Normal, XavierUniform, initializer
+
+from src.maskrcnn.rpn import smooth_l1
+
+
+class DenseNoTranpose(nn.Cell):
+    """y = x @ W + b with W stored as (in, out), the model-zoo layout (name kept, typo included)."""
+
+    def __init__(self, in_channels, out_channels, weight_init):
+        super().__init__()
+        self.weight = Parameter(initializer(weight_init, [in_channels, out_channels], ms.float32))
+        self.bias = Parameter(initializer("zeros", [out_channels], ms.float32))
+
+    def construct(self, x):
+        return ops.matmul(x, self.weight) + self.bias
+
+
+class FpnCls(nn.Cell):
+    """(K, C, 7, 7) RoI features -> class logits (K, num_classes), deltas (K, num_classes * 4)."""
+
+    def __init__(self, in_channels, fc_channels, num_classes, num_layers):
+        super().__init__()
+        if num_layers != 2:
+            raise ValueError(f"rcnn_num_layers: only 2 shared FC layers are implemented, got {num_layers}")
+        self.shared_fc_0 = DenseNoTranpose(in_channels, fc_channels, XavierUniform())
+        self.shared_fc_1 = DenseNoTranpose(fc_channels, fc_channels, XavierUniform())
+        self.cls_scores = DenseNoTranpose(fc_channels, num_classes, Normal(0.01))
+        self.reg_scores = DenseNoTranpose(fc_channels, num_classes * 4, Normal(0.001))
+        self.relu = nn.ReLU()
+
+    def construct(self, x):
+        x = x.reshape(x.shape[0], -1)
+        x = self.relu(self.shared_fc_0(x))
+        x = self.relu(self.shared_fc_1(x))
+        return self.cls_scores(x), self.reg_scores(x)
+
+
+class RcnnCls(nn.Cell):
+    """Box head (saved as ``rcnn_cls.fpn_cls.*``)."""
+
+    def __init__(self, cfg, num_classes):
+        super().__init__()
+        in_channels = cfg.rcnn_in_channels * cfg.roi_layer.out_size * cfg.roi_layer.out_size
+        self.fpn_cls = FpnCls(in_channels, cfg.rcnn_fc_out_channels, num_classes, cfg.rcnn_num_layers)
+
+    def construct(self, roi_features):
+        return self.fpn_cls(roi_features)
+
+
+def rcnn_box_losses(cls_logits, deltas, labels, valid, bbox_targets, num_classes):
+    """Softmax cross-entropy over the valid RoIs and smooth-L1 (beta 1) of the GT-class deltas over
+    the positive RoIs, both divided by the number of valid RoIs.
+
+    Args:
+        cls_logits: (K, num_classes); deltas: (K, num_classes * 4); labels: (K,) int32;
+        valid: (K,) bool; bbox_targets: (K, 4) (rows of negatives are ignored).
+    Returns:
+        (loss_cls, loss_reg) scalars.
+    """
+    weights = valid.astype(ms.float32)
+    num = ops.maximum(weights.sum(), 1.0)
+    ce = ops.cross_entropy(cls_logits, labels, reduction="none")
+    loss_cls = (ce * weights).sum() / num
+    per_class = deltas.reshape(deltas.shape[0], num_classes, 4)
+    index = ops.broadcast_to(labels.reshape(-1, 1, 1), (labels.shape[0], 1, 4))
+    chosen = ops.gather_elements(per_class, 1, index).reshape(-1, 4)
+    pos = ops.logical_and(valid, labels > 0).astype(ms.float32)
+    loss_reg = (smooth_l1(chosen - bbox_targets, 1.0).sum(axis=1) * pos).sum() / num
+    return loss_cls, loss_reg

@@ -1,0 +1,83 @@
+"""Region proposal network head and its losses."""
+import mindspore as ms
+from mindspore import nn, ops
+from mindspore.common.initializer import Normal
+
+from src.maskrcnn.bbox_assign_sample import BboxAssignSample
+
+
+class RpnRegClsBlock(nn.Cell):
+    """3x3 conv + ReLU, then objectness (A) and box deltas (4A) 1x1 convs; shared by all levels."""
+
+    def __init__(self, in_channels, feat_channels, num_anchors, cls_out_channels):
+        super().__init__()
+        self.rpn_conv = nn.Conv2d(in_channels, feat_channels, 3, pad_mode="same", has_bias=True,
+                                  weight_init=Normal(0.01), bias_init="zeros")
+        self.relu = nn.ReLU()
+        self.rpn_cls = nn.Conv2d(feat_channels, num_anchors * cls_out_channels, 1, has_bias=True,
+                                 weight_init=Normal(0.01), bias_init="zeros")
+        self.rpn_reg = nn.Conv2d(feat_channels, num_anchors * 4, 1, has_bias=True, weight_init=Normal(0.01),
+                                 bias_init="zeros")
+
+    def construct(self, x):
+        x = self.relu(self.rpn_conv(x))
+        return self.rpn_cls(x), self.rpn_reg(x)
+
+
+class RPN(nn.Cell):
+    """RPN head over all pyramid levels (one weight set; saved as ``rpn_convs_list.0``).
+
+    Input: pyramid (P2..P6), each (B, C, H_l, W_l).
+    Output: (cls_logits, deltas): tuples per level of (B, H_l*W_l*A) and (B, H_l*W_l*A, 4), anchor
+    order (y, x, a) as ``anchor_generator.grid_anchors``.
+    """
+
+    def __init__(self, in_channels, feat_channels, num_anchors, cls_out_channels):
+        super().__init__()
+        if cls_out_channels != 1:
+            raise ValueError("rpn_cls_out_channels must be 1 (sigmoid objectness)")
+        self.rpn_convs_list = nn.CellList([RpnRegClsBlock(in_channels, feat_channels, num_anchors,
+                                                          cls_out_channels)])
+
+    def construct(self, features):
+        cls_out = []
+        reg_out = []
+        block = self.rpn_convs_list[0]
+        for x in features:
+            cls, reg = block(x)
+            batch = cls.shape[0]
+            cls_out.append(ops.transpose(cls, (0, 2, 3, 1)).reshape(batch, -1))
+            reg_out.append(ops.transpose(reg, (0, 2, 3, 1)).reshape(batch, -1, 4))
+        return tuple(cls_out), tuple(reg_out)
+
+
+def smooth_l1(diff, beta):
+    """Elementwise smooth L1 of a difference tensor."""
+    absd = ops.abs(diff)
+    return ops.where(absd < beta, 0.5 * absd * absd / beta, absd - 0.5 * beta)
+
+
+class RpnLoss(nn.Cell):
+    """Objectness BCE and box smooth-L1 (beta 1/9) over the sampled anchors, both divided by the
+    number of sampled anchors in the batch.
+
+    Args:
+        cfg: config; anchors: (N, 4) numpy anchors of all levels, in the RPN output order.
+    """
+
+    def __init__(self, cfg, anchors):
+        super().__init__()
+        self.targets = BboxAssignSample(cfg, anchors)
+        self.beta = 1.0 / 9.0
+
+    def construct(self, cls_logits, deltas, gt_bboxes, gt_valids):
+        """Args: cls_logits (B, N); deltas (B, N, 4); gt_bboxes (B, G, 4); gt_valids (B, G).
+        Returns: (loss_cls, loss_reg) scalars."""
+        labels, label_weights, bbox_targets, bbox_weights = self.targets(gt_bboxes, gt_valids)
+        num = ops.maximum(label_weights.sum(), 1.0)
+        bce = ops.binary_cross_entropy_with_logits(cls_logits, labels, label_weights, ops.ones_like(labels),
+                                                   reduction="sum")
+        loss_cls = bce / num
+        reg = smooth_l1(deltas - bbox_targets, self.beta).sum(axis=2)
+        loss_reg = (reg * bbox_weights).sum() / num
+        return loss_cls, loss_reg

@@ -1,0 +1,102 @@
+"""PointRend mask branch: coarse prediction, point losses (training) and adaptive subdivision
+(inference), for the heads defined in coarse_mask_head.py and point_head.py.
+
+The heads are passed in as arguments so that they stay top-level cells of the network
+(``mask_coarse_head.*`` / ``mask_point_head.*`` in checkpoints).
+"""
+import mindspore as ms
+from mindspore import nn, ops
+
+from src.maskrcnn.feature_sampler import LevelPointSampler
+from src.maskrcnn.mask_targets import gt_mask_at_points
+from src.maskrcnn.rcnn_mask import masked_bce_loss, select_class, standard_mask_loss
+from src.pointrend.sampling_points import (box_points_to_image, point_sample, regular_grid_points,
+                                           training_point_counts, training_points, uncertain_grid_points)
+
+
+class PointRendMaskBranch(nn.Cell):
+    """Args:
+        cfg: config; layout: ``LevelLayout`` of the flat FPN table (P2..P5); num_classes: with background.
+    """
+
+    def __init__(self, cfg, layout):
+        super().__init__()
+        level = cfg.roi_align_featmap_strides.index(cfg.point_feature_stride)
+        self.fine_sampler = LevelPointSampler(layout, level, cfg.point_feature_stride)
+        self.in_side = cfg.coarse_in_resolution
+        self.out_side = cfg.coarse_out_resolution
+        self.coarse_grid = ms.Tensor(regular_grid_points(self.in_side))
+        self.target_sample_num = cfg.roi_layer.sample_num
+        self.target_grid = ms.Tensor(regular_grid_points(self.out_side * self.target_sample_num))
+        self.num_candidates, self.num_uncertain, self.num_random = training_point_counts(
+            cfg.train_num_points, cfg.oversample_ratio, cfg.importance_sample_ratio)
+        self.uniform = ops.UniformReal()
+        self.upsample = ops.ResizeBilinearV2(align_corners=False, half_pixel_centers=True)
+        # detectron2 skips the point head while the upsampled map has no more than
+        # num_points / 4 cells (the next step re-predicts all of them anyway).
+        self.subdivision_num_points = cfg.subdivision_num_points
+        side = self.out_side
+        predicts = []
+        for step in range(cfg.subdivision_steps):
+            side *= 2
+            predicts.append(not (self.subdivision_num_points >= 4 * side * side and step < cfg.subdivision_steps - 1))
+        self.predict_steps = tuple(predicts)
+        self.output_side = side
+
+    def coarse_logits(self, coarse_head, table, rois, batch_index):
+        """Coarse head on fine features sampled on a regular grid in each RoI.
+
+        Args: table (T, C) flat FPN features; rois (R, 4); batch_index (R,) int32.
+        Returns: (R, num_classes, out_side, out_side).
+        """
+        r = rois.shape[0]
+        feats = self.fine_sampler(table, batch_index, box_points_to_image(rois, self.coarse_grid))
+        return coarse_head(feats.reshape(r, feats.shape[1], self.in_side, self.in_side))
+
+    def losses(self, coarse_head, point_head, table, rois, batch_index, labels, weights, gt_masks, gt_boxes):
+        """Coarse-mask and point losses on the positive RoIs.
+
+        Args:
+            rois: (R, 4); batch_index: (R,) int32; labels: (R,) int32 GT classes; weights: (R,) float32
+            (1 = valid positive); gt_masks: (R, S, S) crops of each RoI's GT; gt_boxes: (R, 4).
+        Returns:
+            (loss_coarse, loss_point) scalars.
+        """
+        r = rois.shape[0]
+        coarse = self.coarse_logits(coarse_head, table, rois, batch_index)
+        loss_coarse = standard_mask_loss(coarse, labels, weights, gt_masks, gt_boxes, rois, self.target_grid,
+                                         self.out_side, self.target_sample_num)
+
+        class_coarse = ops.expand_dims(select_class(coarse, labels), 1)  # (R, 1, h, w)
+        candidates = self.uniform((r, self.num_candidates, 2))
+        extra = self.uniform((r, self.num_random, 2))
+        points = ops.stop_gradient(training_points(ops.stop_gradient(class_coarse), candidates, extra,
+                                                   self.num_uncertain))
+        image_points = box_points_to_image(rois, points)
+        fine = self.fine_sampler(table, batch_index, image_points)
+        logits = point_head(fine, point_sample(coarse, points))  # (R, C, P)
+        index = ops.broadcast_to(labels.reshape(r, 1, 1), (r, 1, logits.shape[2]))
+        class_logits = ops.gather_elements(logits, 1, index)[:, 0]
+        point_labels = ops.stop_gradient(gt_mask_at_points(gt_masks, gt_boxes, image_points))
+        return loss_coarse, masked_bce_loss(class_logits, point_labels, weights)
+
+    def predict(self, coarse_head, point_head, table, boxes, batch_index, classes):
+        """Adaptive subdivision of the predicted class only.
+
+        Args: boxes (R, 4); batch_index (R,) int32; classes (R,) int32 predicted classes.
+        Returns: (R, output_side, output_side) mask probabilities inside each box.
+        """
+        coarse = self.coarse_logits(coarse_head, table, boxes, batch_index)
+        logits = ops.expand_dims(select_class(coarse, classes), 1)  # (R, 1, h, w)
+        r = boxes.shape[0]
+        for predict in self.predict_steps:
+            h, w = logits.shape[2] * 2, logits.shape[3] * 2
+            logits = self.upsample(logits, (h, w))
+            if predict:
+                num_points = min(self.subdivision_num_points, h * w)
+                index, points = uncertain_grid_points(logits[:, 0], num_points)
+                fine = self.fine_sampler(table, batch_index, box_points_to_image(boxes, points))
+                refined = point_head.predict_class(fine, point_sample(coarse, points), classes)
+                flat = ops.tensor_scatter_elements(logits.reshape(r, h * w), index, refined, axis=1)
+                logits = flat.reshape(r, 1, h, w)
+        return ops.sigmoid(logits[:, 0])

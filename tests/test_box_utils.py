@@ -1,0 +1,47 @@
+"""Box coder and IoU against MindSpore's BoundingBoxEncode/Decode kernels and numpy."""
+import numpy as np
+import mindspore as ms
+from mindspore import ops
+
+from src.maskrcnn.box_utils import bbox_overlaps, clip_boxes, decode_deltas, encode_deltas
+
+
+def random_boxes(rng, n, size=200.0):
+    xy = rng.uniform(0, size, (n, 2))
+    wh = rng.uniform(2, size / 2, (n, 2))
+    return np.concatenate([xy, xy + wh], 1).astype(np.float32)
+
+
+def test_encode_decode_match_mindspore_kernels():
+    rng = np.random.default_rng(0)
+    anchors, gts = random_boxes(rng, 50), random_boxes(rng, 50)
+    means, stds = (0.0, 0.0, 0.0, 0.0), (0.1, 0.1, 0.2, 0.2)
+    ours = encode_deltas(ms.Tensor(anchors), ms.Tensor(gts), means, stds).asnumpy()
+    ref = ops.BoundingBoxEncode(means=means, stds=stds)(ms.Tensor(anchors), ms.Tensor(gts)).asnumpy()
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5)
+    deltas = rng.normal(0, 1, (50, 4)).astype(np.float32)
+    decoded = decode_deltas(ms.Tensor(anchors), ms.Tensor(deltas), means, stds).asnumpy()
+    big = (10000, 10000)  # the kernel always clips at 0 and at max_shape - 1
+    ref = ops.BoundingBoxDecode(max_shape=big, means=means, stds=stds, wh_ratio_clip=0.016)(
+        ms.Tensor(anchors), ms.Tensor(deltas)).asnumpy()
+    decoded = clip_boxes(ms.Tensor(decoded), ms.Tensor(10000.0), ms.Tensor(10000.0)).asnumpy()
+    np.testing.assert_allclose(decoded, ref, rtol=1e-4, atol=1e-3)
+    # round trip
+    back = decode_deltas(ms.Tensor(anchors), ms.Tensor(ours), means, stds).asnumpy()
+    np.testing.assert_allclose(back, gts, rtol=1e-4, atol=1e-3)
+
+
+def test_iou_against_numpy_and_clip():
+    rng = np.random.default_rng(1)
+    a, b = random_boxes(rng, 7), random_boxes(rng, 5)
+    got = bbox_overlaps(ms.Tensor(a), ms.Tensor(b)).asnumpy()
+    for i in range(7):
+        for j in range(5):
+            iw = max(0.0, min(a[i, 2], b[j, 2]) - max(a[i, 0], b[j, 0]))
+            ih = max(0.0, min(a[i, 3], b[j, 3]) - max(a[i, 1], b[j, 1]))
+            inter = iw * ih
+            union = np.prod(a[i, 2:] - a[i, :2]) + np.prod(b[j, 2:] - b[j, :2]) - inter
+            assert abs(got[i, j] - inter / union) < 1e-5
+    clipped = clip_boxes(ms.Tensor(np.array([[-5, 3, 300, 90]], np.float32)), ms.Tensor(np.array([[50.0]])),
+                         ms.Tensor(np.array([[100.0]]))).asnumpy()
+    np.testing.assert_allclose(clipped.reshape(-1), [0, 3, 99, 49])
