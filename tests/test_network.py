@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 import mindspore as ms
-from mindspore import nn
 
 from src.maskrcnn_pointrend_r50 import LOSS_NAMES, MaskRcnnPointRend
-from src.network_define import WithLossCell
+from src.network_define import TrainOneStepCell, WithLossCell, split_decay_groups
+from mindspore import nn
 from synthetic import small_config, synthetic_batch
 
 TRAIN_KEYS = ("img", "img_metas", "gt_bboxes", "gt_labels", "gt_valids", "gt_masks")
@@ -23,10 +23,11 @@ def trained():
     inputs = [ms.Tensor(batch[k]) for k in TRAIN_KEYS]
     first_components = [float(x.asnumpy()) for x in net(*inputs)]
     before = {p.name: p.asnumpy().copy() for p in net.get_parameters()}
-    optimizer = nn.Momentum(net.trainable_params(), learning_rate=0.002, momentum=0.9)
-    step = nn.TrainOneStepCell(WithLossCell(net, cfg), optimizer)
+    optimizer = nn.Momentum(split_decay_groups(net.trainable_params(), 1e-4, False), learning_rate=0.002,
+                            momentum=0.9)
+    step = TrainOneStepCell(WithLossCell(net, cfg), optimizer)
     step.set_train(True)
-    losses = [float(step(*inputs).asnumpy()) for _ in range(30)]
+    losses = [float(step(*inputs)[0].asnumpy()) for _ in range(30)]
     return {"cfg": cfg, "net": net, "batch": batch, "inputs": inputs, "first": first_components,
             "before": before, "losses": losses}
 

@@ -1,7 +1,8 @@
 """Paste per-box mask grids into full images with bilinear resampling.
 
 The network predicts each instance mask as an ``M x M`` grid inside its box: cell ``(i, j)``
-covers the box-normalised square ``[j/M, (j+1)/M) x [i/M, (i+1)/M)``. An image pixel ``(y, x)`` is
+covers the box-normalised square ``[j/M, (j+1)/M) x [i/M, (i+1)/M)`` (a non-square ``Mh x Mw``
+grid works the same way per axis). An image pixel ``(y, x)`` is
 the point ``(x + 0.5, y + 0.5)``; it reads the grid at the continuous grid index
 
     u = (x + 0.5 - x1) / (x2 - x1) * M - 0.5,   v = (y + 0.5 - y1) / (y2 - y1) * M - 0.5
@@ -25,7 +26,7 @@ def _axis_taps(start, stop, lo, hi, cells):
     Args:
         start, stop: pixel index range (stop exclusive).
         lo, hi: box extent on this axis (hi > lo).
-        cells: M, the grid size.
+        cells: number of grid cells along this axis.
     Returns:
         idx0, idx1: (n,) int64 indices into the grid padded by one zero cell on each side;
         w1: (n,) float32 weight of ``idx1`` (``idx0`` gets ``1 - w1``).
@@ -57,7 +58,8 @@ def paste_masks(masks, boxes, image_hw, threshold=0.5):
     """Resample each box's mask grid into an image of the original size.
 
     Args:
-        masks: (D, M, M) float mask probabilities inside each box (M x M grid as described above).
+        masks: (D, Mh, Mw) float mask probabilities inside each box (grid as described above;
+            Mh = Mw = M for the network's heads).
         boxes: (D, 4) float boxes (x1, y1, x2, y2) in the pixels of the target image, continuous
             coordinates; boxes may cross or lie outside the image border.
         image_hw: (H, W) size of the target image.
@@ -70,24 +72,24 @@ def paste_masks(masks, boxes, image_hw, threshold=0.5):
     """
     masks = np.asarray(masks, dtype=np.float32)
     boxes = np.asarray(boxes, dtype=np.float64)
-    if masks.ndim != 3 or masks.shape[1] != masks.shape[2]:
-        raise ValueError(f"paste_masks: masks must have shape (D, M, M), got {masks.shape}")
+    if masks.ndim != 3:
+        raise ValueError(f"paste_masks: masks must have shape (D, Mh, Mw), got {masks.shape}")
     if boxes.shape != (masks.shape[0], 4):
         raise ValueError(f"paste_masks: boxes must have shape ({masks.shape[0]}, 4), got {boxes.shape}")
     height, width = int(image_hw[0]), int(image_hw[1])
-    cells = masks.shape[1]
+    cells_y, cells_x = masks.shape[1], masks.shape[2]
     out = np.zeros((masks.shape[0], height, width), np.float32 if threshold is None else np.uint8)
     for d, (x1, y1, x2, y2) in enumerate(boxes):
         if not (np.all(np.isfinite(boxes[d])) and x2 > x1 and y2 > y1):
             continue
-        ys, ye = _window(y1, y2, cells, height)
-        xs, xe = _window(x1, x2, cells, width)
+        ys, ye = _window(y1, y2, cells_y, height)
+        xs, xe = _window(x1, x2, cells_x, width)
         if ys >= ye or xs >= xe:
             continue
         grid = np.pad(masks[d], 1)
-        r0, r1, wr = _axis_taps(ys, ye, y1, y2, cells)
+        r0, r1, wr = _axis_taps(ys, ye, y1, y2, cells_y)
         rows = grid[r0] * (1.0 - wr)[:, None] + grid[r1] * wr[:, None]
-        c0, c1, wc = _axis_taps(xs, xe, x1, x2, cells)
+        c0, c1, wc = _axis_taps(xs, xe, x1, x2, cells_x)
         window = rows[:, c0] * (1.0 - wc) + rows[:, c1] * wc
         out[d, ys:ye, xs:xe] = window if threshold is None else window >= threshold
     return out

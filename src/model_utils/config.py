@@ -20,6 +20,7 @@ CHOICES = {
     "backbone_norm": ("frozen_bn", "bn", "gn"),
     "mask_head": ("pointrend", "standard"),
     "file_format": ("MINDIR",),
+    "lr_schedule": ("cosine", "step"),
 }
 
 # Keys computed by derive(); they may not be set by hand.
@@ -150,6 +151,9 @@ def _validate(cfg):
                           "(one 2x2 stride-2 conv)")
     if cfg.num_expected_total_stage2 > cfg.num_expected_pos_stage2 + cfg.num_expected_neg_stage2:
         raise ConfigError("config key 'num_expected_total_stage2': larger than pos + neg slots")
+    if cfg.epoch_size > cfg.total_epoch:
+        raise ConfigError(f"config key 'epoch_size': {cfg.epoch_size} epochs exceed the LR schedule "
+                          f"(total_epoch={cfg.total_epoch})")
     if cfg.not_mask:
         raise ConfigError("config key 'not_mask': the original's v2 (boolean indexing, dynamic shapes) is not "
                           "supported; the default fixed-shape version trains the same model")
