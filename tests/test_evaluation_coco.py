@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
+from src.evaluation.atomic_io import write_json_atomic
 from src.evaluation.coco_metrics import PER_CATEGORY_FILE, SUMMARY_FILE, evaluate_coco, load_results
 from src.evaluation.coco_results import (detections_to_coco, ground_truth_as_results, label_to_category_map,
                                          write_coco_results)
@@ -152,3 +153,12 @@ def test_result_validation_names_the_problem(tmp_path):
         warnings.simplefilter("error")
         load_results(coco, entries, "bbox")
     assert entries == [{"image_id": 11, "category_id": 3, "bbox": [1.0, 2.0, 3.0, 4.0], "score": 0.5}]
+
+
+def test_failed_write_leaves_previous_file_and_no_temp_file(tmp_path):
+    path = tmp_path / "results.bbox.json"
+    write_json_atomic(path, [1])
+    with pytest.raises(TypeError):
+        write_json_atomic(path, [object()])
+    assert json.loads(path.read_text()) == [1]
+    assert os.listdir(tmp_path) == ["results.bbox.json"]

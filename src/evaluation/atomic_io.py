@@ -1,21 +1,24 @@
 """Atomic file writes: a reader never sees a half-written result or metrics file."""
+import contextlib
 import json
 import os
 import tempfile
 
 
-def write_text_atomic(path, text):
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename.
+@contextlib.contextmanager
+def atomic_open(path):
+    """Open a text file that replaces ``path`` only once the ``with`` block completes.
 
-    The rename is atomic on POSIX and Windows when source and target share a file system, which
-    is why the temporary file lives next to the target. Missing parent folders are created.
+    Data goes to a temporary file next to ``path`` (``os.replace`` is atomic only within one file
+    system), which is renamed over ``path`` on success and deleted on error. Missing parent
+    folders are created.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         # mkstemp creates the file owner-only; results are meant to be shared like any output.
@@ -27,6 +30,14 @@ def write_text_atomic(path, text):
         raise
 
 
+def write_text_atomic(path, text):
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_open(path) as f:
+        f.write(text)
+
+
 def write_json_atomic(path, obj):
-    """Serialise ``obj`` as compact JSON and write it atomically to ``path``."""
-    write_text_atomic(path, json.dumps(obj, separators=(",", ":")))
+    """Serialise ``obj`` as compact JSON straight into ``path``, atomically (no full string in
+    memory: COCO mask results can reach hundreds of MB)."""
+    with atomic_open(path) as f:
+        json.dump(obj, f, separators=(",", ":"))

@@ -124,7 +124,10 @@ def ground_truth_as_results(coco_gt, image_ids=None, score=1.0):
         (``annToMask``) as RLE.
     """
     coco = load_coco_gt(coco_gt)
-    anns = coco.loadAnns(coco.getAnnIds(imgIds=image_ids if image_ids is not None else []))
+    if image_ids is None:
+        anns = coco.loadAnns(coco.getAnnIds())
+    else:
+        anns = [ann for image_id in image_ids for ann in coco.imgToAnns[image_id]]
     bbox_results, segm_results = [], []
     for ann in (a for a in anns if not a.get("iscrowd", 0)):
         common = {"image_id": int(ann["image_id"]), "category_id": int(ann["category_id"]), "score": float(score)}
