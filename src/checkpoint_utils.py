@@ -103,3 +103,18 @@ def load_resume(train_cell, path, log=print):
     step = int(params["global_step"].asnumpy().reshape(-1)[0])
     log(f"resumed from {path} at step {step}")
     return step
+
+
+def load_network_checkpoint(net, path, log=print):
+    """Load a trained checkpoint (train-cell or network) for inference: every network tensor must
+    be present with its shape; optimizer state is ignored. Raises CheckpointError otherwise."""
+    params = {k: v for k, v in read_checkpoint(path).items() if not _is_optimizer_key(k)}
+    report = match_checkpoint(net, params)
+    if report["missing"] or report["mismatched"]:
+        example = report["mismatched"][0] if report["mismatched"] else report["missing"][0]
+        raise CheckpointError(f"checkpoint {path} does not fit this network ({len(report['missing'])} missing, "
+                              f"{len(report['mismatched'])} shape-mismatched tensors, e.g. {example}); "
+                              "check num_classes and mask_head")
+    ms.load_param_into_net(net, report["loaded"], strict_load=True)
+    log(f"loaded {len(report['loaded'])} tensors from {path}")
+    return report

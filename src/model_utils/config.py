@@ -141,6 +141,12 @@ def _validate(cfg):
                           f"got {len(cfg.anchor_strides)}")
     if len(cfg.roi_align_featmap_strides) != len(cfg.fpn_in_channels):
         raise ConfigError("config key 'roi_align_featmap_strides': needs one stride per backbone level")
+    channels = {"fpn_out_channels": cfg.fpn_out_channels, "rpn_in_channels": cfg.rpn_in_channels,
+                "rcnn_in_channels": cfg.rcnn_in_channels, "roi_align_out_channels": cfg.roi_align_out_channels}
+    if len(set(channels.values())) != 1:
+        raise ConfigError(f"config keys {sorted(channels)} must be equal (the heads read FPN features), got {channels}")
+    if list(cfg.fpn_in_channels) != list(cfg.resnet_out_channels):
+        raise ConfigError("config key 'fpn_in_channels': must equal resnet_out_channels")
     if cfg.point_feature_stride not in cfg.roi_align_featmap_strides:
         raise ConfigError(f"config key 'point_feature_stride': {cfg.point_feature_stride} is not one of "
                           f"roi_align_featmap_strides {cfg.roi_align_featmap_strides}")

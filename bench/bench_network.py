@@ -1,0 +1,118 @@
+"""Network speed and memory on this machine: train step and inference, GRAPH_MODE.
+
+    python -m bench.bench_network                      # the standard table
+    python -m bench.bench_network --case infer --height 768 --width 1280 --batch 1
+
+Each case runs in its own process so that its peak RSS is its own. Times are the median of
+``--repeats`` calls after one warm-up call (which includes graph compilation, reported apart).
+Inference uses test_score_thr 0 so that test_max_per_img detections go through the mask head.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+STANDARD_CASES = [
+    ("train", 768, 1280, 2), ("train", 256, 256, 2), ("train", 128, 128, 2),
+    ("infer", 768, 1280, 1), ("infer", 768, 1280, 2), ("infer", 256, 256, 1), ("infer", 256, 256, 2),
+]
+
+
+def machine():
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()} cores, {cpu}"
+
+
+def run_case(case, height, width, batch, repeats, small_test_config):
+    sys.path.insert(0, ROOT)
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from src.runtime import cap_onednn_isa
+    cap_onednn_isa()
+    import mindspore as ms
+    from mindspore import nn
+    from synthetic import SMALL, synthetic_batch
+
+    from src.maskrcnn_pointrend_r50 import MaskRcnnPointRend
+    from src.model_utils.config import config_from_dict
+    from src.network_define import TrainOneStepCell, WithLossCell, split_decay_groups
+
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_device("CPU")
+    overrides = dict(SMALL) if small_test_config else {"device_target": "CPU", "num_classes": 81,
+                                                       "backbone_norm": "bn"}
+    overrides.update({"img_height": height, "img_width": width, "batch_size": batch, "test_batch_size": batch,
+                      "test_score_thr": 0.0})
+    cfg = config_from_dict(overrides)
+    net = MaskRcnnPointRend(cfg, batch)
+    data = synthetic_batch(cfg, seed=0)
+    if case == "train":
+        net.set_train(True)
+        opt = nn.Momentum(split_decay_groups(net.trainable_params(), 1e-4, False), learning_rate=0.001, momentum=0.9)
+        step = TrainOneStepCell(WithLossCell(net, cfg), opt)
+        step.set_train(True)
+        inputs = [ms.Tensor(data[k]) for k in ("img", "img_metas", "gt_bboxes", "gt_labels", "gt_valids", "gt_masks")]
+        call = lambda: step(*inputs)[0].asnumpy()  # noqa: E731
+    else:
+        net.set_train(False)
+        inputs = [ms.Tensor(data["img"]), ms.Tensor(data["img_metas"])]
+        call = lambda: net(*inputs)[4].asnumpy()  # noqa: E731
+    start = time.perf_counter()
+    call()
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    per = statistics.median(times)
+    return {"case": case, "size": f"{height}x{width}", "batch": batch, "config": "small test" if small_test_config
+            else "COCO (81 classes, BN)", "first_call_s": round(first, 2), "median_s": round(per, 3),
+            "per_image_s": round(per / batch, 3), "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                                                     / 2 ** 20, 2)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", choices=("train", "infer"))
+    parser.add_argument("--height", type=int, default=768)
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--small", action="store_true", help="the small test config (4 classes, fewer RoIs)")
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(args.case, args.height, args.width, args.batch, args.repeats, args.small)))
+        return
+    print(f"machine: {machine()}; mindspore GRAPH_MODE on CPU; ONEDNN_MAX_CPU_ISA=AVX2", flush=True)
+    rows = []
+    cases = [c + (False,) for c in STANDARD_CASES] + [("train", 128, 128, 2, True), ("infer", 128, 128, 2, True)]
+    for case, h, w, b, small in cases:
+        cmd = [sys.executable, "-m", "bench.bench_network", "--case", case, "--height", str(h), "--width", str(w),
+               "--batch", str(b), "--repeats", str(args.repeats)] + (["--small"] if small else [])
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
+        if out.returncode != 0 or not lines:
+            print(f"{case} {h}x{w} b{b}: failed\n{out.stderr[-2000:]}", flush=True)
+            continue
+        row = json.loads(lines[-1])
+        rows.append(row)
+        print(f"{row['case']:5s} {row['size']:>9s} batch {row['batch']} [{row['config']}]: "
+              f"{row['median_s']:.3f} s/call, {row['per_image_s']:.3f} s/image, first call {row['first_call_s']} s, "
+              f"peak RSS {row['peak_rss_gb']} GB", flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Helpers shared by the run_*.sh scripts (sourced, not run).
+
+REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-python3}"
+# A venv next to the code is used when nothing else was chosen.
+if [ "$PYTHON" = "python3" ] && [ -x "$REPO_DIR/.venv/bin/python" ] && [ -z "${VIRTUAL_ENV:-}" ]; then
+    PYTHON="$REPO_DIR/.venv/bin/python"
+fi
+
+# abs_path PATH: absolute form of a (possibly relative) path; the path need not exist.
+abs_path() {
+    case "$1" in
+        /*) echo "$1" ;;
+        *) echo "$(pwd)/$1" ;;
+    esac
+}
+
+# require_dir NAME PATH: stop with a one-line message when PATH is not a directory.
+require_dir() {
+    if [ ! -d "$2" ]; then
+        echo "error: $1 is not a directory: $2" >&2
+        exit 1
+    fi
+}
+
+# require_file NAME PATH: stop with a one-line message when PATH is not a file.
+require_file() {
+    if [ ! -f "$2" ]; then
+        echo "error: $1 is not a file: $2" >&2
+        exit 1
+    fi
+}
+
+# not_mask_arg VALUE: the train/eval option for the original's NOT_MASK argument.
+not_mask_arg() {
+    case "$1" in
+        ""|False|false|0) echo "--not_mask=False" ;;
+        True|true|1) echo "--not_mask=True" ;;
+        *) echo "error: NOT_MASK must be True or False, got '$1'" >&2; exit 1 ;;
+    esac
+}
+
+# run_logged LOGFILE CMD...: run in the foreground (FOREGROUND=1) or in the background like the
+# model-zoo scripts, with stdout and stderr in LOGFILE.
+run_logged() {
+    local log="$1"; shift
+    if [ "${FOREGROUND:-0}" = "1" ]; then
+        "$@" 2>&1 | tee "$log"
+        return "${PIPESTATUS[0]}"
+    fi
+    nohup "$@" > "$log" 2>&1 &
+    echo "started (pid $!); log: $log"
+}

@@ -1,0 +1,63 @@
+"""The one-step cell (NaN skip, loss scale, clipping) and the step monitor, on a tiny network."""
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import nn, ops
+
+from src.network_define import TrainOneStepCell, split_decay_groups
+from src.train_monitor import StepMonitor, TrainingError
+
+
+class TinyLoss(nn.Cell):
+    """(x, target) -> (total, component) with total = mean((w x - target)^2) x scale."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = nn.Dense(3, 1, weight_init="ones", bias_init="zeros")
+
+    def construct(self, x, target):
+        loss = ops.mean((self.dense(x) - target) ** 2)
+        return loss, loss
+
+
+def make(lr=0.1, **kwargs):
+    net = TinyLoss()
+    opt = nn.SGD(split_decay_groups(net.trainable_params(), 0.0, False), learning_rate=lr)
+    return net, TrainOneStepCell(net, opt, **kwargs)
+
+
+def test_step_matches_sgd_and_skips_non_finite_losses():
+    x = ms.Tensor(np.array([[1.0, 2.0, 3.0]], np.float32))
+    net, step = make(loss_scale=8.0)
+    step.set_train(True)
+    step(x, ms.Tensor(np.array([[0.0]], np.float32)))
+    # d/dw (w.x - 0)^2 = 2 (w.x) x = 12 x; loss scale is divided out
+    np.testing.assert_allclose(net.dense.weight.asnumpy(), 1 - 0.1 * 12 * np.array([[1, 2, 3]]), rtol=1e-5)
+    before = net.dense.weight.asnumpy().copy()
+    losses = step(x, ms.Tensor(np.array([[np.nan]], np.float32)))
+    assert not np.isfinite(losses[0].asnumpy())
+    np.testing.assert_array_equal(net.dense.weight.asnumpy(), before)
+
+
+def test_global_norm_clipping():
+    x = ms.Tensor(np.array([[1.0, 2.0, 3.0]], np.float32))
+    net, step = make(lr=1.0, clip_norm=0.5)
+    step.set_train(True)
+    step(x, ms.Tensor(np.array([[0.0]], np.float32)))
+    grad = np.concatenate([12 * np.array([1.0, 2.0, 3.0]), [12.0]])
+    clipped = grad * 0.5 / np.linalg.norm(grad)
+    np.testing.assert_allclose(net.dense.weight.asnumpy()[0], 1 - clipped[:3], rtol=1e-4)
+
+
+def test_monitor_stops_after_max_nan_steps(capsys):
+    lines = []
+    monitor = StepMonitor(("a", "b"), total_steps=10, images_per_step=2, log_interval=1, max_nan_steps=2,
+                          log=lines.append)
+    assert monitor.step(1, 0.1, [1.0, 0.5, 0.5])
+    assert not monitor.step(2, 0.1, [float("nan"), float("nan"), 0.5])
+    assert "step 2: non-finite loss in loss, a" in lines[-1]
+    assert monitor.step(3, 0.1, [1.0, 0.5, 0.5])  # a finite step resets the count
+    monitor.step(4, 0.1, [float("inf"), 0.5, float("inf")])
+    with pytest.raises(TrainingError, match="2 non-finite losses in a row .*step 5"):
+        monitor.step(5, 0.1, [float("nan"), 0.5, float("nan")])
+    assert any("step 3/10 loss 1.0000 a 0.5000 b 0.5000 lr 0.100000" in l for l in lines)

@@ -1,0 +1,116 @@
+"""Train PointRend (Mask R-CNN R50-FPN + PointRend) on COCO-format data.
+
+    python train.py --coco_root=DATA --mindrecord_dir=MR [--pre_trained=CKPT] [--key=value ...]
+
+With ``--run_distribute=True`` under mpirun (GPU, NCCL) or msrun (CPU), every process trains on
+its shard of the data and gradients are averaged. See README.md.
+"""
+import os
+import time
+
+from src.runtime import run_main, setup_context
+
+
+def wait_for_dataset(path, log, poll=5.0):
+    """Non-zero ranks wait until rank 0 has finished the MindRecord (final names appear last)."""
+    announced = time.perf_counter()
+    while not os.path.exists(path):
+        if time.perf_counter() - announced > 60:
+            log(f"waiting for rank 0 to finish {path}")
+            announced = time.perf_counter()
+        time.sleep(poll)
+
+
+def build_train_cell(cfg, net, steps_per_epoch):
+    """Optimizer and one-step cell; returns (train_cell, lr table)."""
+    import mindspore as ms
+    from mindspore import nn
+
+    from src.lr_schedule import dynamic_lr
+    from src.network_define import TrainOneStepCell, WithLossCell, split_decay_groups
+
+    lr = dynamic_lr(cfg, steps_per_epoch)
+    groups = split_decay_groups(net.trainable_params(), cfg.weight_decay, cfg.weight_decay_bias_norm)
+    optimizer = nn.Momentum(groups, learning_rate=ms.Tensor(lr), momentum=cfg.momentum)
+    cell = TrainOneStepCell(WithLossCell(net, cfg), optimizer, loss_scale=cfg.loss_scale,
+                            clip_norm=cfg.grad_clip_norm)
+    cell.set_train(True)
+    return cell, lr
+
+
+def train(cfg):
+    import mindspore as ms
+
+    from src.checkpoint_utils import load_pretrained, load_resume
+    from src.dataset import create_maskrcnn_dataset, ensure_mindrecord, mindrecord_path, resolve_num_classes
+    from src.maskrcnn_pointrend_r50 import LOSS_NAMES, MaskRcnnPointRend
+    from src.train_monitor import CheckpointSaver, RankLogger, StepMonitor, TrainingError
+
+    setup_context(cfg)
+    out_dir = os.path.abspath(cfg.save_checkpoint_path)
+    log = RankLogger(os.path.join(out_dir, "train_logs"), cfg.rank_id)
+    if cfg.rank_id == 0:
+        mindrecord = ensure_mindrecord(cfg, is_training=True)
+    else:
+        mindrecord = mindrecord_path(cfg, is_training=True)
+        wait_for_dataset(mindrecord, log)
+    if cfg.only_create_dataset:
+        log(f"MindRecord ready: {mindrecord}")
+        return
+    resolve_num_classes(cfg, os.path.dirname(mindrecord))
+    if cfg.dataset_sink_mode_flag:
+        log("dataset_sink_mode_flag is ignored: every step runs one batch, so the run has exactly "
+            "epoch_size x steps_per_epoch steps")
+    dataset = create_maskrcnn_dataset(cfg, mindrecord, batch_size=cfg.batch_size, is_training=True,
+                                      rank_id=cfg.rank_id, rank_size=cfg.device_num,
+                                      num_parallel_workers=cfg.num_parallel_workers)
+    steps_per_epoch = dataset.get_dataset_size()
+    if steps_per_epoch == 0:
+        raise TrainingError(f"{mindrecord}: fewer images than one batch of {cfg.batch_size} per device")
+    total_steps = steps_per_epoch * cfg.epoch_size
+
+    net = MaskRcnnPointRend(cfg, cfg.batch_size)
+    net.set_train(True)
+    if cfg.pre_trained:
+        load_pretrained(net, cfg.pre_trained, log=log)
+    train_cell, lr = build_train_cell(cfg, net, steps_per_epoch)
+    start = load_resume(train_cell, cfg.resume, log=log) if cfg.resume else 0
+    if start >= total_steps:
+        log(f"nothing to do: checkpoint step {start} >= {total_steps} steps")
+        return
+
+    monitor = StepMonitor(LOSS_NAMES, total_steps, cfg.batch_size * cfg.device_num, cfg.log_interval,
+                          cfg.max_nan_steps, log)
+    saver = CheckpointSaver(os.path.join(out_dir, f"ckpt_{cfg.rank_id}"), "pointrend", cfg.keep_checkpoint_max)
+    save_every = max(1, int(round(cfg.save_checkpoint_epochs * steps_per_epoch)))
+    log(f"training {total_steps} steps ({cfg.epoch_size} epochs x {steps_per_epoch} steps, batch {cfg.batch_size} "
+        f"x {cfg.device_num} devices), starting at step {start}, {cfg.device_target}")
+    columns = ["img", "img_metas", "gt_bboxes", "gt_labels", "gt_valids", "gt_masks"]
+    start_epoch, skip = divmod(start, steps_per_epoch)
+    iterator = dataset.create_dict_iterator(num_epochs=cfg.epoch_size - start_epoch)
+    step = start
+    for epoch in range(start_epoch, cfg.epoch_size):
+        for index, batch in enumerate(iterator):
+            if epoch == start_epoch and index < skip:
+                continue
+            losses = train_cell(*[batch[c] for c in columns])
+            step += 1
+            values = [float(x.asnumpy()) for x in losses]
+            finite = monitor.step(step, float(lr[step - 1]), values)
+            last = step == total_steps
+            if cfg.save_checkpoint and cfg.rank_id == 0 and finite and (step % save_every == 0 or last):
+                path = saver.save(train_cell, epoch + 1, index + 1)
+                log(f"saved {path}")
+            if cfg.rank_id == 0 and (step % save_every == 0 or last):
+                monitor.write_history(out_dir)
+    log(f"done: {step} steps; loss curve {os.path.join(out_dir, 'loss_curve.png')}")
+    log.close()
+
+
+def main():
+    from src.model_utils.config import load_config
+    train(load_config())
+
+
+if __name__ == "__main__":
+    run_main(main)
