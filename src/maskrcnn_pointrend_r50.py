@@ -86,9 +86,9 @@ class MaskRcnnPointRend(nn.Cell):
         self.mask_sample_num = roi.sample_num
         self.mask_grid = ms.Tensor(regular_grid_points(self.mask_side * roi.sample_num))
 
-        self.num_pos_slots = min(cfg.num_expected_pos_stage2, cfg.max_instance_count + self.proposal_train.num_proposals)
-        slots = self.num_pos_slots + min(cfg.num_expected_neg_stage2,
-                                         cfg.max_instance_count + self.proposal_train.num_proposals)
+        num_candidates = cfg.max_instance_count + self.proposal_train.num_proposals
+        slots = min(cfg.num_expected_total_stage2, num_candidates)
+        self.num_pos_slots = min(cfg.num_expected_pos_stage2, slots)
         self.train_roi_index = batch_index_of(batch_size, slots)
         self.pos_roi_index = batch_index_of(batch_size, self.num_pos_slots)
         self.test_roi_index = batch_index_of(batch_size, self.proposal_test.num_proposals)
@@ -122,27 +122,24 @@ class MaskRcnnPointRend(nn.Cell):
     def train_losses(self, img, img_metas, gt_bboxes, gt_labels, gt_valids, gt_masks):
         pyramid, table = self.features(img)
         rpn_cls, rpn_reg = self.rpn_with_loss(pyramid)
-        loss_rpn_cls, loss_rpn_reg = self.rpn_loss(ops.concat(rpn_cls, 1), ops.concat(rpn_reg, 1), gt_bboxes,
-                                                   gt_valids)
+        loss_rpn_cls, loss_rpn_reg = self.rpn_loss(rpn_cls, rpn_reg, gt_bboxes, gt_valids)
         proposals, proposal_valid = self.proposal_train(rpn_cls, rpn_reg, img_metas)
-        rois, labels, valid, bbox_targets, pos_gt_index = self.sampler_stage2(proposals, proposal_valid, gt_bboxes,
-                                                                              gt_labels, gt_valids)
-        batch, slots = rois.shape[0], rois.shape[1]
-        flat_rois = rois.reshape(-1, 4)
+        rois, labels, valid, bbox_targets, gt_index = self.sampler_stage2(proposals, proposal_valid, gt_bboxes,
+                                                                          gt_labels, gt_valids)
         roi_feats = self.roi_align(table, ops.concat([ops.cast(self.train_roi_index, ms.float32).reshape(-1, 1),
-                                                      flat_rois], 1))
+                                                      rois.reshape(-1, 4)], 1))
         cls_logits, deltas = self.rcnn_cls(roi_feats)
-        pad = ops.zeros((batch, slots - self.num_pos_slots, 4), ms.float32)
         loss_cls, loss_reg = rcnn_box_losses(cls_logits, deltas, labels.reshape(-1), valid.reshape(-1),
-                                             ops.concat([bbox_targets, pad], 1).reshape(-1, 4), self.num_classes)
+                                             bbox_targets.reshape(-1, 4), self.num_classes)
 
-        pos_rois = rois[:, :self.num_pos_slots].reshape(-1, 4)
-        pos_labels = labels[:, :self.num_pos_slots].reshape(-1)
-        pos_weights = ops.logical_and(valid[:, :self.num_pos_slots], labels[:, :self.num_pos_slots] > 0)
-        pos_weights = pos_weights.astype(ms.float32).reshape(-1)
-        pos_gt_masks = gather_rows(gt_masks, pos_gt_index)
+        # the mask branch trains on the leading slots, which hold the sampled positives
+        n = self.num_pos_slots
+        pos_rois = rois[:, :n].reshape(-1, 4)
+        pos_labels = labels[:, :n].reshape(-1)
+        pos_weights = (pos_labels > 0).astype(ms.float32)
+        pos_gt_masks = gather_rows(gt_masks, gt_index[:, :n])
         pos_gt_masks = pos_gt_masks.reshape((-1,) + pos_gt_masks.shape[2:])
-        pos_gt_boxes = gather_rows(gt_bboxes, pos_gt_index).reshape(-1, 4)
+        pos_gt_boxes = gather_rows(gt_bboxes, gt_index[:, :n]).reshape(-1, 4)
         if self.use_pointrend:
             loss_mask, loss_point = self.mask_branch.losses(self.mask_coarse_head, self.mask_point_head, table,
                                                             pos_rois, self.pos_roi_index, pos_labels, pos_weights,

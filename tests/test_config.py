@@ -14,7 +14,7 @@ def test_defaults_and_derived_values():
     assert cfg.feature_shapes == [[192, 320], [96, 160], [48, 80], [24, 40], [12, 20]]
     assert cfg.num_bboxes == 245520  # the model zoo's hand-typed value
     assert cfg.num_anchors == 3 and cfg.num_gts == 128
-    assert cfg.roi_sample_num == 640
+    assert cfg.roi_sample_num == 512
     assert cfg.roi_layer.out_size == 7 and cfg.roi_layer.mask_out_size == 14
     assert len(cfg.coco_classes) == 81 and cfg.num_classes == 81
 

@@ -2,6 +2,7 @@
 import mindspore as ms
 from mindspore import nn, ops
 
+from src.maskrcnn.bbox_assign_sample import select_random
 from src.maskrcnn.box_utils import bbox_overlaps, encode_deltas
 
 
@@ -15,9 +16,10 @@ def gather_rows(x, index):
 class BboxAssignSampleForRcnn(nn.Cell):
     """Assign proposals (GT boxes added) to GT by IoU and sample RoIs for the box and mask heads.
 
-    Each image gets ``num_expected_pos_stage2`` positive slots followed by
-    ``num_expected_neg_stage2`` negative slots; ``valid`` marks the filled ones, and at most
-    ``num_expected_total_stage2`` slots are valid per image.
+    Per image: up to ``num_expected_pos_stage2`` random positives (IoU >= pos_iou_thr_stage2) come
+    first, then up to ``num_expected_neg_stage2`` random negatives fill the
+    ``num_expected_total_stage2`` slots; ``valid`` marks filled slots. The mask branch reads the
+    first ``num_expected_pos_stage2`` slots (positives when there are enough).
     """
 
     def __init__(self, cfg):
@@ -36,9 +38,10 @@ class BboxAssignSampleForRcnn(nn.Cell):
             proposals: (B, P, 4); proposal_valid: (B, P) bool;
             gt_bboxes: (B, G, 4); gt_labels: (B, G) int32 in 1..num_classes-1; gt_valids: (B, G) bool.
         Returns:
-            rois (B, R, 4) with R = num_pos + num_neg slots (positives first),
-            labels (B, R) int32 (0 = background), valid (B, R) bool,
-            bbox_targets (B, num_pos, 4), pos_gt_index (B, num_pos) int32 (GT of each positive slot).
+            rois (B, R, 4) with R = min(num_expected_total_stage2, G + P), positives first;
+            labels (B, R) int32 (0 = background); valid (B, R) bool;
+            bbox_targets (B, R, 4) (meaningful where labels > 0);
+            gt_index (B, R) int32 (the GT each slot was assigned to).
         """
         candidates = ops.concat([gt_bboxes, proposals], 1)
         candidate_valid = ops.concat([gt_valids, proposal_valid], 1)
@@ -48,23 +51,18 @@ class BboxAssignSampleForRcnn(nn.Cell):
         max_iou = overlaps.max(axis=2)
         max_iou = ops.where(candidate_valid, max_iou, ops.full_like(max_iou, -1.0))
         assigned = ops.argmax(overlaps, dim=2).astype(ms.int32)
-        pos = max_iou >= self.pos_thr
+        pos = select_random(max_iou >= self.pos_thr, self.uniform((batch, num)), self.num_pos)
         neg = ops.logical_and(max_iou < self.neg_thr, max_iou >= 0.0)
+        neg = select_random(neg, self.uniform((batch, num)), self.num_neg)
 
+        # one top-k orders the slots: sampled positives (key >= 2), then sampled negatives
         noise = self.uniform((batch, num))
-        pos_rank, pos_index = ops.topk(ops.where(pos, noise, ops.full_like(noise, -1.0)), min(self.num_pos, num))
-        pos_valid = pos_rank >= 0.0
-        num_pos = pos_valid.astype(ms.int32).sum(axis=1, keepdims=True)
-        neg_rank, neg_index = ops.topk(ops.where(neg, noise, ops.full_like(noise, -1.0)), min(self.num_neg, num))
-        slot = ops.cumsum(ops.ones_like(neg_index), 1) - 1
-        neg_valid = ops.logical_and(neg_rank >= 0.0, slot < self.num_total - num_pos)
-
-        pos_boxes = gather_rows(candidates, pos_index)
-        pos_gt_index = ops.gather_elements(assigned, 1, pos_index)
-        pos_labels = ops.gather_elements(gt_labels, 1, pos_gt_index) * pos_valid.astype(ms.int32)
-        bbox_targets = encode_deltas(pos_boxes, gather_rows(gt_bboxes, pos_gt_index), self.means, self.stds)
-        rois = ops.concat([pos_boxes, gather_rows(candidates, neg_index)], 1)
-        labels = ops.concat([pos_labels, ops.zeros_like(neg_index)], 1)
-        valid = ops.concat([pos_valid, neg_valid], 1)
-        return (ops.stop_gradient(rois), ops.stop_gradient(labels), valid, ops.stop_gradient(bbox_targets),
-                pos_gt_index)
+        key = ops.where(pos, noise + 2.0, ops.where(neg, noise, ops.full_like(noise, -1.0)))
+        key, index = ops.topk(key, min(self.num_total, num))
+        is_pos = key >= 2.0
+        rois = gather_rows(candidates, index)
+        gt_index = ops.gather_elements(assigned, 1, index)
+        labels = ops.gather_elements(gt_labels, 1, gt_index) * is_pos.astype(ms.int32)
+        bbox_targets = encode_deltas(rois, gather_rows(gt_bboxes, gt_index), self.means, self.stds)
+        return (ops.stop_gradient(rois), ops.stop_gradient(labels), key >= 0.0, ops.stop_gradient(bbox_targets),
+                gt_index)

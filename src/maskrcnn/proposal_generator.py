@@ -43,15 +43,21 @@ class Proposal(nn.Cell):
             min_size = cfg.rpn_min_bbox_min_size
         self.anchors = tuple(ms.Tensor(a.astype(np.float32)) for a in anchors)
         self.pre_counts = tuple(min(nms_pre, a.shape[0]) for a in anchors)
+        ends = np.cumsum([a.shape[0] for a in anchors])
+        self.level_bounds = tuple((int(e - a.shape[0]), int(e)) for a, e in zip(anchors, ends))
         self.num_proposals = min(max_num, sum(self.pre_counts))
         self.nms_thr = nms_thr
         self.min_size = float(min_size)
         self.means = tuple(cfg.rpn_target_means)
         self.stds = tuple(cfg.rpn_target_stds)
 
+    def bprop(self, cls_logits, deltas, img_metas, out, dout):
+        """Proposals are constants for the rest of the network: no gradient is built inside."""
+        return ops.zeros_like(cls_logits), ops.zeros_like(deltas), ops.zeros_like(img_metas)
+
     def construct(self, cls_logits, deltas, img_metas):
         """Args:
-            cls_logits: per level (B, N_l); deltas: per level (B, N_l, 4);
+            cls_logits: (B, N) all levels; deltas: (B, N, 4) (anchor order of ``multi_level_anchors``);
             img_metas: (B, 4) = (height, width, scale_h, scale_w) of the resized image on the canvas.
         Returns: proposals (B, P, 4), valid (B, P) bool."""
         batch = img_metas.shape[0]
@@ -60,9 +66,10 @@ class Proposal(nn.Cell):
         level_boxes = []
         level_scores = []
         for lvl in range(len(self.anchors)):
-            scores = ops.sigmoid(ops.stop_gradient(cls_logits[lvl]))
+            begin, end = self.level_bounds[lvl]
+            scores = ops.sigmoid(cls_logits[:, begin:end])
             top_scores, idx = ops.topk(scores, self.pre_counts[lvl])  # (B, k)
-            d = ops.gather_elements(ops.stop_gradient(deltas[lvl]), 1,
+            d = ops.gather_elements(deltas[:, begin:end], 1,
                                     ops.broadcast_to(ops.expand_dims(idx, 2), idx.shape + (4,)))
             anchors = ops.gather(self.anchors[lvl], idx, 0)  # (B, k, 4)
             boxes = clip_boxes(decode_deltas(anchors, d, self.means, self.stds), height, width)

@@ -28,8 +28,8 @@ class RPN(nn.Cell):
     """RPN head over all pyramid levels (one weight set; saved as ``rpn_convs_list.0``).
 
     Input: pyramid (P2..P6), each (B, C, H_l, W_l).
-    Output: (cls_logits, deltas): tuples per level of (B, H_l*W_l*A) and (B, H_l*W_l*A, 4), anchor
-    order (y, x, a) as ``anchor_generator.grid_anchors``.
+    Output: cls_logits (B, N) and deltas (B, N, 4) for the N anchors of all levels, level by level,
+    each in the (y, x, a) order of ``anchor_generator.grid_anchors``.
     """
 
     def __init__(self, in_channels, feat_channels, num_anchors, cls_out_channels):
@@ -48,7 +48,7 @@ class RPN(nn.Cell):
             batch = cls.shape[0]
             cls_out.append(ops.transpose(cls, (0, 2, 3, 1)).reshape(batch, -1))
             reg_out.append(ops.transpose(reg, (0, 2, 3, 1)).reshape(batch, -1, 4))
-        return tuple(cls_out), tuple(reg_out)
+        return ops.concat(cls_out, 1), ops.concat(reg_out, 1)
 
 
 def smooth_l1(diff, beta):

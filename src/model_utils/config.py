@@ -155,8 +155,8 @@ def _validate(cfg):
     if cfg.coarse_in_resolution != 2 * cfg.coarse_out_resolution:
         raise ConfigError("config key 'coarse_in_resolution': must be 2 x coarse_out_resolution "
                           "(one 2x2 stride-2 conv)")
-    if cfg.num_expected_total_stage2 > cfg.num_expected_pos_stage2 + cfg.num_expected_neg_stage2:
-        raise ConfigError("config key 'num_expected_total_stage2': larger than pos + neg slots")
+    if cfg.num_expected_pos_stage2 > cfg.num_expected_total_stage2:
+        raise ConfigError("config key 'num_expected_pos_stage2': larger than num_expected_total_stage2")
     if cfg.epoch_size > cfg.total_epoch:
         raise ConfigError(f"config key 'epoch_size': {cfg.epoch_size} epochs exceed the LR schedule "
                           f"(total_epoch={cfg.total_epoch})")
@@ -178,7 +178,7 @@ def derive(cfg):
     cfg.num_bboxes = sum(h * w * cfg.num_anchors for h, w in cfg.feature_shapes)
     cfg.num_gts = cfg.max_instance_count
     cfg.num_bboxes_stage2 = cfg.rpn_proposal_max_num
-    cfg.roi_sample_num = cfg.num_expected_pos_stage2 + cfg.num_expected_neg_stage2
+    cfg.roi_sample_num = cfg.num_expected_total_stage2
     cfg.rank_size = cfg.device_num
     return cfg
 
