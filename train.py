@@ -6,19 +6,8 @@ With ``--run_distribute=True`` under mpirun (GPU, NCCL) or msrun (CPU), every pr
 its shard of the data and gradients are averaged. See README.md.
 """
 import os
-import time
 
 from src.runtime import run_main, setup_context
-
-
-def wait_for_dataset(path, log, poll=5.0):
-    """Non-zero ranks wait until rank 0 has finished the MindRecord (final names appear last)."""
-    announced = time.perf_counter()
-    while not os.path.exists(path):
-        if time.perf_counter() - announced > 60:
-            log(f"waiting for rank 0 to finish {path}")
-            announced = time.perf_counter()
-        time.sleep(poll)
 
 
 def build_train_cell(cfg, net, steps_per_epoch):
@@ -42,18 +31,15 @@ def train(cfg):
     import mindspore as ms
 
     from src.checkpoint_utils import load_pretrained, load_resume
-    from src.dataset import create_maskrcnn_dataset, ensure_mindrecord, mindrecord_path, resolve_num_classes
+    from src.dataset import create_maskrcnn_dataset, ensure_mindrecord, resolve_num_classes
     from src.maskrcnn_pointrend_r50 import LOSS_NAMES, MaskRcnnPointRend
     from src.train_monitor import CheckpointSaver, RankLogger, StepMonitor, TrainingError
 
     setup_context(cfg)
     out_dir = os.path.abspath(cfg.save_checkpoint_path)
     log = RankLogger(os.path.join(out_dir, "train_logs"), cfg.rank_id)
-    if cfg.rank_id == 0:
-        mindrecord = ensure_mindrecord(cfg, is_training=True)
-    else:
-        mindrecord = mindrecord_path(cfg, is_training=True)
-        wait_for_dataset(mindrecord, log)
+    # rank 0 converts; the other ranks wait for a complete, up-to-date conversion
+    mindrecord = ensure_mindrecord(cfg, is_training=True)
     if cfg.only_create_dataset:
         log(f"MindRecord ready: {mindrecord}")
         return

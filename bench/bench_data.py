@@ -79,7 +79,8 @@ def main():
     results.append(f"training pipeline {cfg.img_height}x{cfg.img_width}, G={cfg.max_instance_count}, "
                    f"S={cfg.gt_mask_size}, batch {cfg.batch_size}, 2 workers: {train_rate:.1f} images/s")
     eval_rate = bench_pipeline(cfg, path, False, 1, args.batches * cfg.batch_size, 2)
-    results.append(f"evaluation pipeline {cfg.img_height}x{cfg.img_width}, batch 1, 2 workers: {eval_rate:.1f} images/s")
+    results.append(f"evaluation pipeline {cfg.img_height}x{cfg.img_width}, batch 1, 2 workers: "
+                   f"{eval_rate:.1f} images/s")
     print("\n".join(["", "bench_data results:"] + results))
     if not args.root:
         shutil.rmtree(root, ignore_errors=True)

@@ -45,14 +45,10 @@ def setup_context(cfg):
 def run_main(main):
     """Run an entry point; known user errors become one ``error:`` line and exit code 2."""
     from src.checkpoint_utils import CheckpointError
+    from src.dataset import DatasetError
     from src.model_utils.config import ConfigError
     from src.train_monitor import TrainingError
-    known = (ConfigError, CheckpointError, TrainingError, FileNotFoundError)
-    try:
-        from src.dataset import DatasetError
-        known = known + (DatasetError,)
-    except ImportError:
-        pass
+    known = (ConfigError, CheckpointError, DatasetError, TrainingError, FileNotFoundError)
     try:
         main()
     except known as e:

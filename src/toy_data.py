@@ -15,6 +15,8 @@ discs as an RLE annotation, and a few have no objects at all. Category ids are d
 contiguous (2, 5, 9, 14, 23) so that the id <-> label mapping is exercised.
 
 Everything is drawn from one seed: the same arguments give byte-identical JSON and JPEG files.
+The annotation file of a split is written last (temporary name, then rename), so an interrupted run
+leaves no annotation file that lists missing images.
 """
 import argparse
 import json
@@ -33,7 +35,7 @@ CATEGORIES = ((2, "disc"), (5, "ellipse"), (9, "star"), (14, "crescent"), (23, "
 VAL_ID_OFFSET = 900000          # val image ids start here so that train and val ids never collide
 JPEG_QUALITY = 90
 MIN_VISIBLE_AREA = 24           # px; objects occluded below this are left out of the scene
-HOLE_TOLERANCE = 4              # px of a visible mask a polygon may not represent (holes)
+HOLE_TOLERANCE = 4              # px; larger holes in a visible mask (polygons cannot express them) redraw the scene
 EMPTY_IMAGE_PROB = 0.03
 CROWD_PROB = 0.12
 MAX_SCENE_TRIES = 12
@@ -184,7 +186,8 @@ def _crowd_mask(rng, height, width):
 def _try_scene(rng, height, width, num_objects, with_crowd):
     """One attempt at a scene: (image, objects) or None if some visible mask has a hole.
 
-    objects: list of (category_id, kind, visible mask, polygons or None for crowd).
+    objects: bottom to top, (category_id, iscrowd, visible (height, width) uint8 mask, polygons or
+    None for the crowd region).
     """
     img = _background(rng, height, width)
     layers = []  # bottom to top: (category_id, iscrowd, mask)

@@ -8,8 +8,8 @@ import pytest
 from pycocotools.coco import COCO
 
 from src import toy_data
-from src.dataset import (DatasetError, ann_file_path, check_annotations_match, create_maskrcnn_dataset, ensure_mindrecord,
-                         first_shard_path, label_to_category, load_class_map, resolve_num_classes)
+from src.dataset import (DatasetError, ann_file_path, check_annotations_match, create_maskrcnn_dataset,
+                         ensure_mindrecord, first_shard_path, label_to_category, load_class_map, resolve_num_classes)
 from src.dataset.mindrecord_writer import convert_coco_to_mindrecord
 from src.dataset.transforms import TrainTransform
 from src.model_utils.config import config_from_dict

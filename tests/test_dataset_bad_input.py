@@ -10,6 +10,7 @@ import mindspore.dataset as ds
 import numpy as np
 import pytest
 from mindspore.mindrecord import FileWriter
+from pycocotools import mask as mask_utils
 
 from src import toy_data
 from src.dataset import DatasetError, ensure_mindrecord, first_shard_path, mindrecord_path
@@ -23,6 +24,13 @@ MAX_INSTANCES = 4
 
 def square(x, y, size):
     return [[x, y, x + size, y, x + size, y + size, x, y + size]]
+
+
+def compressed_rle(height, width):
+    """A COCO compressed RLE string of a 3x3 square at the top-left corner."""
+    mask = np.zeros((height, width), np.uint8)
+    mask[:3, :3] = 1
+    return mask_utils.encode(np.asfortranarray(mask))["counts"].decode("ascii")
 
 
 def ann(ann_id, image_id, category_id, bbox, segmentation, area=None, iscrowd=0):
@@ -69,6 +77,7 @@ def bad_coco(tmp_path_factory):
         # image 2: zero-size box, zero area, malformed RLE, a box reaching past the right edge
         ann(5, 2, 2, [10, 10, 0, 20], square(10, 10, 20)), ann(6, 2, 2, [10, 10, 20, 20], square(10, 10, 20), area=0),
         ann(7, 2, 5, [10, 10, 20, 20], {"size": [h2, w2], "counts": [5, 7]}),
+        ann(12, 2, 5, [10, 10, 20, 20], {"size": [h2, w2], "counts": "c" * 50}),
         ann(8, 2, 9, [w2 - 20.5, 30, 40, 20], [[w2 - 20.5, 30, w2 + 19.5, 30, w2 + 19.5, 50, w2 - 20.5, 50]]),
         # image 3: a box outside the image, a degenerate polygon, a polygon with one degenerate part
         good(9, 3, 2, w2 + 1000, 10, 20), ann(10, 3, 2, [1, 1, 4, 4], [[1, 1, 5, 5]]),
@@ -77,6 +86,7 @@ def bad_coco(tmp_path_factory):
         *[good(20 + k, 5, 2, 5 + 25 * k, 5, 8 + 2 * k) for k in range(MAX_INSTANCES + 2)],
         # image 6: only a crowd region (uncompressed RLE)
         ann(30, 6, 2, [0, 0, 1, 3], {"size": [rle_h, rle_w], "counts": [0, 3, rle_h * rle_w - 3]}, iscrowd=1),
+        ann(32, 6, 5, [0, 0, 3, 3], {"size": [rle_h, rle_w], "counts": compressed_rle(rle_h, rle_w)}, iscrowd=1),
         # an annotation of an image that does not exist
         good(31, 999, 2, 10, 10, 10),
     ]
@@ -88,7 +98,7 @@ def bad_coco(tmp_path_factory):
 COMMON_ISSUES = {
     "image_missing": 1, "image_corrupt": 2, "image_size_mismatch": 1, "image_duplicate_id": 1, "image_bad_entry": 1,
     "ann_unknown_image": 1, "ann_unknown_category": 1, "ann_bad_area": 2, "ann_box_clipped": 1, "ann_box_outside": 1,
-    "ann_bad_segmentation": 2, "ann_polygon_dropped": 1, "ann_empty_mask": 1,
+    "ann_bad_segmentation": 3, "ann_polygon_dropped": 1, "ann_empty_mask": 1,
 }
 
 
@@ -132,7 +142,8 @@ def test_eval_conversion_keeps_images_without_annotations(bad_coco, tmp_path):
     assert sorted(rows) == [1, 2, 3, 4, 5, 6]
     assert int(rows[4]["num_instances"]) == 0
     assert int(rows[5]["num_instances"]) == MAX_INSTANCES + 2  # evaluation keeps all
-    np.testing.assert_array_equal(rows[6]["iscrowd"], [1])
+    np.testing.assert_array_equal(rows[6]["iscrowd"], [1, 1])
+    np.testing.assert_array_equal(rows[6]["labels"], [1, 2])
 
 
 def one_line_error(call, *needles):
@@ -190,6 +201,7 @@ KILLED_CONVERSION = """
 import sys, time
 sys.path.insert(0, {root!r})
 from mindspore.mindrecord import FileWriter
+from pycocotools import mask as mask_utils
 from src.dataset import mindrecord_writer
 from src.model_utils.config import config_from_dict
 original = FileWriter.write_raw_data

@@ -1,0 +1,262 @@
+"""Image, box and mask transforms of the input pipeline (numpy, cv2 and pycocotools; no MindSpore).
+
+Coordinates are continuous pixels: pixel column c covers [c, c + 1), so its centre is c + 0.5.
+Every geometric step (SSD-style expand, resize, horizontal flip) is axis-aligned, so the whole chain
+is one map per axis from original-image coordinates to canvas coordinates (``Geometry``). Boxes go
+through it forwards; GT mask crops are sampled from the original-resolution mask through its
+inverse, which is exact (no resampled full-image masks).
+
+The network's GT mask format: instance k travels as its canvas box (x1, y1, x2, y2) and an S x S
+crop; crop cell (i, j) covers the box-normalised square [j/S, (j+1)/S) x [i/S, (i+1)/S), and its
+value is the bilinear sample of the 0/1 mask at the cell centre
+(x1 + (j + 0.5) / S * (x2 - x1), y1 + (i + 0.5) / S * (y2 - y1)).
+"""
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from src.dataset.image_records import select_instances
+from src.model_utils.config import ConfigError
+
+EXPAND_MAX_RATIO = 4.0      # SSD zoom-out: the canvas side is U(1, 4) x the image side
+EXPAND_APPLY_PROB = 0.5     # of the tries (config expand_ratio), as in the model zoo
+
+
+def rescale_size(height, width, canvas_h, canvas_w, keep_ratio):
+    """(new_h, new_w) of an image resized into a canvas_h x canvas_w canvas.
+
+    keep_ratio: the model-zoo rule, scale = min(long canvas side / long image side, short canvas side /
+    short image side), shrunk further if the result still exceeds the canvas. Otherwise the image is
+    stretched to the canvas.
+    """
+    if not keep_ratio:
+        return canvas_h, canvas_w
+    scale = min(max(canvas_h, canvas_w) / max(height, width), min(canvas_h, canvas_w) / min(height, width))
+    scale = min(scale, canvas_h / height, canvas_w / width)
+    new_h = min(max(int(height * scale + 0.5), 1), canvas_h)
+    new_w = min(max(int(width * scale + 0.5), 1), canvas_w)
+    return new_h, new_w
+
+
+class Geometry:
+    """Axis-aligned map original image -> canvas in continuous pixel coordinates.
+
+    X = scale_x * (x + offset_x), Y = scale_y * (y + offset_y), then X -> flip_width - X if flipped.
+    offset: where the image sits inside the expand canvas; scale: resized size / (expanded) size.
+    """
+
+    def __init__(self, scale_x, scale_y, offset_x=0.0, offset_y=0.0, flip_width=None):
+        self.scale_x, self.scale_y = float(scale_x), float(scale_y)
+        self.offset_x, self.offset_y = float(offset_x), float(offset_y)
+        self.flip_width = flip_width
+
+    def boxes(self, boxes):
+        """(n, 4) x1, y1, x2, y2 boxes of the original image -> canvas boxes (float32)."""
+        out = np.empty((len(boxes), 4), np.float64)
+        out[:, 0::2] = (boxes[:, 0::2] + self.offset_x) * self.scale_x
+        out[:, 1::2] = (boxes[:, 1::2] + self.offset_y) * self.scale_y
+        if self.flip_width is not None:
+            out[:, [0, 2]] = self.flip_width - out[:, [2, 0]]
+        return out.astype(np.float32)
+
+    def source_x(self, xs):
+        """Canvas x coordinates -> original-image x coordinates."""
+        xs = np.asarray(xs, np.float64)
+        if self.flip_width is not None:
+            xs = self.flip_width - xs
+        return xs / self.scale_x - self.offset_x
+
+    def source_y(self, ys):
+        """Canvas y coordinates -> original-image y coordinates."""
+        return np.asarray(ys, np.float64) / self.scale_y - self.offset_y
+
+
+def _axis_taps(coords, size):
+    """Bilinear taps along one axis for pixel-centre coordinates ``coords`` (pixel c at c + 0.5).
+
+    Returns (i0, i1, w0, w1): neighbouring indices (clamped) and weights, zero for taps outside
+    [0, size), i.e. the mask is zero outside the image.
+    """
+    pos = coords - 0.5
+    i0 = np.floor(pos).astype(np.int64)
+    frac = pos - i0
+    i1 = i0 + 1
+    w0 = np.where((i0 >= 0) & (i0 < size), 1.0 - frac, 0.0)
+    w1 = np.where((i1 >= 0) & (i1 < size), frac, 0.0)
+    return np.clip(i0, 0, size - 1), np.clip(i1, 0, size - 1), w0, w1
+
+
+def sample_mask_grid(mask, xs, ys):
+    """Bilinear samples of a 0/1 mask on the grid ys x xs (original-image continuous coordinates).
+
+    Args:
+        mask: (h, w) uint8. xs: (S,) x coordinates; ys: (T,) y coordinates.
+    Returns:
+        (T, S) float32; value at (i, j) = mask sampled at (xs[j], ys[i]).
+    """
+    h, w = mask.shape
+    x0, x1, wx0, wx1 = _axis_taps(xs, w)
+    y0, y1, wy0, wy1 = _axis_taps(ys, h)
+    top = mask[np.ix_(y0, x0)] * wx0 + mask[np.ix_(y0, x1)] * wx1
+    bottom = mask[np.ix_(y1, x0)] * wx0 + mask[np.ix_(y1, x1)] * wx1
+    return (top * wy0[:, None] + bottom * wy1[:, None]).astype(np.float32)
+
+
+def mask_crops(rles, canvas_boxes, geometry, size):
+    """S x S GT crops of instance masks (see the module docstring).
+
+    Args:
+        rles: n compressed COCO RLE dicts at the original image size.
+        canvas_boxes: (n, 4) the instances' boxes on the canvas.
+        geometry: the Geometry that produced the canvas.
+        size: S.
+    Returns:
+        (n, S, S) float32 in [0, 1].
+    """
+    out = np.zeros((len(rles), size, size), np.float32)
+    cells = (np.arange(size, dtype=np.float64) + 0.5) / size
+    for k, (rle, box) in enumerate(zip(rles, canvas_boxes)):
+        x1, y1, x2, y2 = box.astype(np.float64)
+        xs = geometry.source_x(x1 + cells * (x2 - x1))
+        ys = geometry.source_y(y1 + cells * (y2 - y1))
+        out[k] = sample_mask_grid(mask_utils.decode(rle), xs, ys)
+    return out
+
+
+def normalize_and_pad(image_bgr, canvas_h, canvas_w, mean_rgb, std_rgb):
+    """(h, w, 3) uint8 BGR -> (3, canvas_h, canvas_w) float32 RGB, normalised, zero-padded bottom/right.
+
+    Padding comes after normalisation, so the padded area is exactly 0 (the value of a mean pixel).
+    """
+    h, w = image_bgr.shape[:2]
+    out = np.zeros((3, canvas_h, canvas_w), np.float32)
+    planes = cv2.split(image_bgr)
+    for c, (mean, std) in enumerate(zip(mean_rgb, std_rgb)):
+        # (x - mean) / std written straight into the canvas view: one pass, 2x faster than numpy
+        source = planes[2 - c]
+        cv2.addWeighted(source, 1.0 / std, source, 0.0, -mean / std, dst=out[c, :h, :w], dtype=cv2.CV_32F)
+    return out
+
+
+def decode_image(image_bytes):
+    """(h, w, 3) uint8 BGR image from a MindRecord bytes column (EXIF rotation ignored, as at conversion)."""
+    buffer = np.frombuffer(image_bytes.tobytes() if isinstance(image_bytes, np.ndarray) else image_bytes, np.uint8)
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None:
+        raise ValueError("image bytes do not decode")
+    return image
+
+
+def _check_normalisation(cfg):
+    for key in ("img_mean", "img_std"):
+        if len(cfg[key]) != 3:
+            raise ConfigError(f"config key '{key}': needs 3 values (R, G, B), got {cfg[key]}")
+    if min(cfg.img_std) <= 0:
+        raise ConfigError(f"config key 'img_std': values must be > 0, got {cfg.img_std}")
+
+
+class EvalTransform:
+    """MindRecord row -> evaluation inputs.
+
+    Call with (image bytes, image_id, height, width); returns
+        img (3, H, W) float32, img_metas (4,) float32 = (h, w, scale_h, scale_w) of the resized image
+        on the canvas, image_id () int32, orig_hw (2,) float32 = (original height, width).
+    A canvas box maps back to the original image as box / scale.
+    """
+
+    def __init__(self, cfg):
+        _check_normalisation(cfg)
+        self.canvas_h, self.canvas_w = cfg.img_height, cfg.img_width
+        self.keep_ratio = cfg.keep_ratio
+        self.mean, self.std = tuple(cfg.img_mean), tuple(cfg.img_std)
+
+    def __call__(self, image, image_id, height, width):
+        img = decode_image(image)
+        h0, w0 = img.shape[:2]
+        new_h, new_w = rescale_size(h0, w0, self.canvas_h, self.canvas_w, self.keep_ratio)
+        img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        metas = np.array([new_h, new_w, new_h / h0, new_w / w0], np.float32)
+        return (normalize_and_pad(img, self.canvas_h, self.canvas_w, self.mean, self.std), metas,
+                np.array(image_id, np.int32), np.array([height, width], np.float32))
+
+
+class TrainTransform:
+    """MindRecord row -> training inputs, with random expand and horizontal flip.
+
+    Call with (image, num_instances, boxes, labels, iscrowd, mask_lengths, masks) columns; returns
+        img (3, H, W) float32; img_metas (4,) float32 = (h, w, scale_h, scale_w), scale = canvas
+        pixels per original-image pixel; gt_bboxes (G, 4) float32 canvas boxes; gt_labels (G,) int32
+        (0 = padding); gt_valids (G,) bool (real non-crowd instances); gt_masks (G, S, S) float32.
+    G = cfg.max_instance_count, S = cfg.gt_mask_size. Crowd instances keep their box and label but
+    are not valid and get no mask.
+
+    Args:
+        cfg: the config (img_height, img_width, keep_ratio, flip_ratio, expand_ratio, img_mean, img_std,
+            max_instance_count, gt_mask_size).
+        seed: seed of this transform's random generator.
+    """
+
+    def __init__(self, cfg, seed=None):
+        _check_normalisation(cfg)
+        self.canvas_h, self.canvas_w = cfg.img_height, cfg.img_width
+        self.keep_ratio = cfg.keep_ratio
+        self.flip_ratio = cfg.flip_ratio
+        self.expand_ratio = cfg.expand_ratio
+        self.mean, self.std = tuple(cfg.img_mean), tuple(cfg.img_std)
+        self.max_instances = cfg.max_instance_count
+        self.mask_size = cfg.gt_mask_size
+        # numpy Generators lock internally, so the map's worker threads may share one.
+        self.rng = np.random.default_rng(seed)
+
+    def _expand(self, img):
+        """SSD zoom-out: (image on a mean-coloured canvas, offset_x, offset_y)."""
+        if not (self.rng.uniform() < self.expand_ratio and self.rng.uniform() < EXPAND_APPLY_PROB):
+            return img, 0, 0
+        h, w = img.shape[:2]
+        ratio = self.rng.uniform(1.0, EXPAND_MAX_RATIO)
+        eh, ew = int(h * ratio), int(w * ratio)
+        top, left = int(self.rng.uniform(0, eh - h)), int(self.rng.uniform(0, ew - w))
+        fill = tuple(float(v) for v in np.round(self.mean[::-1]))  # BGR, like the image
+        canvas = cv2.copyMakeBorder(img, top, eh - h - top, left, ew - w - left, cv2.BORDER_CONSTANT, value=fill)
+        return canvas, left, top
+
+    def __call__(self, image, num_instances, boxes, labels, iscrowd, mask_lengths, masks):
+        img = decode_image(image)
+        h0, w0 = img.shape[:2]
+        n = int(num_instances)
+        # Zero-length columns come back from MindRecord as scalars: take the first n entries.
+        boxes = np.asarray(boxes, np.float32).reshape(-1)[:4 * n].reshape(n, 4)
+        labels = np.asarray(labels, np.int32).reshape(-1)[:n]
+        crowd = np.asarray(iscrowd, np.int32).reshape(-1)[:n].astype(bool)
+        lengths = np.asarray(mask_lengths, np.int64).reshape(-1)[:n]
+        counts = masks.tobytes() if isinstance(masks, np.ndarray) else bytes(masks)
+        ends = np.cumsum(lengths)
+        rles = [{"size": [h0, w0], "counts": counts[end - length:end]} for end, length in zip(ends, lengths)]
+        if n > self.max_instances:
+            keep = select_instances(crowd.astype(int).tolist(), mask_utils.area(rles).tolist(), self.max_instances)
+            boxes, labels, crowd = boxes[keep], labels[keep], crowd[keep]
+            rles = [rles[i] for i in keep]
+            n = len(keep)
+
+        img, offset_x, offset_y = self._expand(img)
+        eh, ew = img.shape[:2]
+        new_h, new_w = rescale_size(eh, ew, self.canvas_h, self.canvas_w, self.keep_ratio)
+        img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        flip = self.rng.uniform() < self.flip_ratio
+        if flip:
+            img = cv2.flip(img, 1)
+        geometry = Geometry(new_w / ew, new_h / eh, offset_x, offset_y, new_w if flip else None)
+
+        g, s = self.max_instances, self.mask_size
+        gt_bboxes = np.zeros((g, 4), np.float32)
+        gt_labels = np.zeros((g,), np.int32)
+        gt_valids = np.zeros((g,), np.bool_)
+        gt_masks = np.zeros((g, s, s), np.float32)
+        gt_bboxes[:n] = geometry.boxes(boxes)
+        gt_labels[:n] = labels
+        gt_valids[:n] = ~crowd
+        valid = np.flatnonzero(~crowd)
+        gt_masks[valid] = mask_crops([rles[i] for i in valid], gt_bboxes[valid], geometry, s)
+        metas = np.array([new_h, new_w, geometry.scale_y, geometry.scale_x], np.float32)
+        return (normalize_and_pad(img, self.canvas_h, self.canvas_w, self.mean, self.std), metas,
+                gt_bboxes, gt_labels, gt_valids, gt_masks)
