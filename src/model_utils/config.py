@@ -21,6 +21,7 @@ CHOICES = {
     "mask_head": ("pointrend", "standard"),
     "file_format": ("MINDIR",),
     "lr_schedule": ("cosine", "step"),
+    "stage": ("infer", "postprocess", "all"),
 }
 
 # Keys computed by derive(); they may not be set by hand.
