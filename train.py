@@ -84,7 +84,8 @@ def train(cfg):
             values = [float(x.asnumpy()) for x in losses]
             finite = monitor.step(step, float(lr[step - 1]), values)
             last = step == total_steps
-            if cfg.save_checkpoint and cfg.rank_id == 0 and finite and (step % save_every == 0 or last):
+            saving_rank = cfg.rank_id == 0 or cfg.save_checkpoint_all_ranks
+            if cfg.save_checkpoint and saving_rank and finite and (step % save_every == 0 or last):
                 path = saver.save(train_cell, epoch + 1, index + 1)
                 log(f"saved {path}")
             if cfg.rank_id == 0 and (step % save_every == 0 or last):

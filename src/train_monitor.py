@@ -34,7 +34,8 @@ class RankLogger:
 
 
 class StepMonitor:
-    """Per-step bookkeeping: log every ``log_interval`` steps with losses, LR, speed and ETA;
+    """Per-step bookkeeping: log every ``log_interval`` steps with the losses averaged since the last
+    line, LR, speed and ETA;
     stop after ``max_nan_steps`` non-finite losses in a row.
 
     Args:
@@ -53,6 +54,8 @@ class StepMonitor:
         self.history = []  # (step, lr, values...)
         self._window_start = time.perf_counter()
         self._window_steps = 0
+        self._window_sums = [0.0] * len(self.loss_names)
+        self._window_finite = 0
 
     def step(self, global_step, lr, values):
         """Record the losses of 1-based ``global_step``; raises TrainingError on too many NaNs.
@@ -72,15 +75,20 @@ class StepMonitor:
                                     "set grad_clip_norm, or check the data")
             return False
         self.nan_run = 0
+        self._window_sums = [a + v for a, v in zip(self._window_sums, values)]
+        self._window_finite += 1
         if global_step % self.log_interval == 0 or global_step == self.total_steps:
             elapsed = time.perf_counter() - self._window_start
             step_time = elapsed / self._window_steps
-            parts = " ".join(f"{n} {v:.4f}" for n, v in zip(self.loss_names, values))
+            # losses averaged over the finite steps since the last line: single steps are noisy
+            parts = " ".join(f"{n} {v / self._window_finite:.4f}" for n, v in zip(self.loss_names, self._window_sums))
             left = (self.total_steps - global_step) * step_time
             self.log(f"step {global_step}/{self.total_steps} {parts} lr {lr:.6f} step_time {step_time:.3f}s "
                      f"{self.images_per_step / step_time:.2f} img/s ETA {format_duration(left)}")
             self._window_start = time.perf_counter()
             self._window_steps = 0
+            self._window_sums = [0.0] * len(self.loss_names)
+            self._window_finite = 0
         return True
 
     def write_history(self, out_dir):

@@ -1,0 +1,21 @@
+"""All benchmarks in one go: ``python -m bench`` (network speed/memory, then data conversion/pipeline).
+
+Each prints its own table with the machine and the configuration of every figure. Slow: the
+network cases compile a whole graph each (about a minute) and the 768x1280 cases need about 15 GB.
+"""
+import sys
+
+from bench import bench_data, bench_network
+
+
+def main():
+    argv = sys.argv
+    sys.argv = argv[:1]
+    print(f"machine: {bench_network.machine()}", flush=True)
+    bench_network.main()
+    bench_data.main()
+    sys.argv = argv
+
+
+if __name__ == "__main__":
+    main()
