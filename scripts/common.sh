@@ -32,6 +32,23 @@ require_file() {
     fi
 }
 
+# split_args USAGE MIN MAX ARGS...: --key=value arguments into EXTRA, the others into POSITIONAL;
+# prints USAGE and exits unless there are MIN..MAX positional arguments.
+split_args() {
+    local usage="$1" min="$2" max="$3"; shift 3
+    POSITIONAL=(); EXTRA=()
+    for a in "$@"; do case "$a" in --*) EXTRA+=("$a") ;; *) POSITIONAL+=("$a") ;; esac; done
+    if [ ${#POSITIONAL[@]} -lt "$min" ] || [ ${#POSITIONAL[@]} -gt "$max" ]; then echo "$usage" >&2; exit 1; fi
+}
+
+# optional_file NAME VALUE: absolute path of an optional file argument ("" stays "").
+optional_file() {
+    [ -z "$2" ] && return 0
+    local path; path="$(abs_path "$2")"
+    require_file "$1" "$path"
+    echo "$path"
+}
+
 # not_mask_arg VALUE: the train/eval option for the original's NOT_MASK argument.
 not_mask_arg() {
     case "$1" in

@@ -8,10 +8,8 @@
 # Extra --key=value arguments go to training and evaluation (e.g. --epoch_size=1 --total_epoch=1).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-positional=(); extra=()
-for a in "$@"; do case "$a" in --*) extra+=("$a") ;; *) positional+=("$a") ;; esac; done
-if [ ${#positional[@]} -gt 1 ]; then echo "usage: bash $0 [OUT_DIR] [--key=value ...]" >&2; exit 1; fi
-OUT_DIR="$(abs_path "${positional[0]:-demo_out}")"
+split_args "usage: bash $0 [OUT_DIR] [--key=value ...]" 0 1 "$@"
+OUT_DIR="$(abs_path "${POSITIONAL[0]:-demo_out}")"
 DEVICE_TARGET="${DEVICE_TARGET:-CPU}"
 CONFIG="$(abs_path "${DEMO_CONFIG:-$REPO_DIR/configs/demo_cpu.yaml}")"
 require_file DEMO_CONFIG "$CONFIG"
@@ -29,7 +27,7 @@ if [ ! -f "$DATA/annotations/instances_val2017.json" ]; then
 fi
 
 echo "== 2/4 MindRecord conversion and training -> $TRAIN_DIR"
-(cd "$REPO_DIR" && "$PYTHON" -u train.py "${common[@]}" --save_checkpoint_path="$TRAIN_DIR" "${extra[@]}") \
+(cd "$REPO_DIR" && "$PYTHON" -u train.py "${common[@]}" --save_checkpoint_path="$TRAIN_DIR" "${EXTRA[@]}") \
     2>&1 | tee "$TRAIN_DIR/train.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "error: training failed (see $TRAIN_DIR/train.log)" >&2; exit 1; }
 CKPT="$(ls -t "$TRAIN_DIR"/ckpt_0/*.ckpt 2>/dev/null | head -n 1)"
@@ -37,7 +35,7 @@ CKPT="$(ls -t "$TRAIN_DIR"/ckpt_0/*.ckpt 2>/dev/null | head -n 1)"
 
 echo "== 3/4 evaluation of $CKPT -> $EVAL_DIR"
 (cd "$REPO_DIR" && "$PYTHON" -u eval.py "${common[@]}" --checkpoint_path="$CKPT" --eval_output_dir="$EVAL_DIR" \
-    "${extra[@]}") 2>&1 | tee "$EVAL_DIR/eval.log"
+    "${EXTRA[@]}") 2>&1 | tee "$EVAL_DIR/eval.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "error: evaluation failed (see $EVAL_DIR/eval.log)" >&2; exit 1; }
 
 echo "== 4/4 prediction vs ground truth pictures -> $OUT_DIR/overlays"

@@ -4,14 +4,10 @@
 # Several machines: WORKER_NUM=total LOCAL_WORKER_NUM=per-node MASTER_ADDR=node0 NODE_RANK=i on each node.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-usage="usage: [DEVICE_NUM=2] bash $0 DATA_PATH MINDRECORD_PATH [PRETRAINED_PATH] [--key=value ...]"
-positional=(); extra=()
-for a in "$@"; do case "$a" in --*) extra+=("$a") ;; *) positional+=("$a") ;; esac; done
-if [ ${#positional[@]} -lt 2 ] || [ ${#positional[@]} -gt 3 ]; then echo "$usage" >&2; exit 1; fi
-DATA_PATH="$(abs_path "${positional[0]}")"
-MINDRECORD_PATH="$(abs_path "${positional[1]}")"
-PRETRAINED_PATH="${positional[2]:-}"
-[ -n "$PRETRAINED_PATH" ] && PRETRAINED_PATH="$(abs_path "$PRETRAINED_PATH")" && require_file PRETRAINED_PATH "$PRETRAINED_PATH"
+split_args "usage: [DEVICE_NUM=2] bash $0 DATA_PATH MINDRECORD_PATH [PRETRAINED_PATH] [--key=value ...]" 2 3 "$@"
+DATA_PATH="$(abs_path "${POSITIONAL[0]}")"
+MINDRECORD_PATH="$(abs_path "${POSITIONAL[1]}")"
+PRETRAINED_PATH="$(optional_file PRETRAINED_PATH "${POSITIONAL[2]:-}")"
 require_dir DATA_PATH "$DATA_PATH"
 DEVICE_NUM="${DEVICE_NUM:-2}"
 WORKER_NUM="${WORKER_NUM:-$DEVICE_NUM}"
@@ -28,4 +24,4 @@ run_logged "$LOG_DIR/train_dist.log" msrun --worker_num="$WORKER_NUM" --local_wo
     --join=True --log_dir="$LOG_DIR/msrun" \
     "$REPO_DIR/train.py" --device_target=CPU --run_distribute=True \
     --coco_root="$DATA_PATH" --mindrecord_dir="$MINDRECORD_PATH" --pre_trained="$PRETRAINED_PATH" \
-    --save_checkpoint_path="$LOG_DIR" "${extra[@]}"
+    --save_checkpoint_path="$LOG_DIR" "${EXTRA[@]}"

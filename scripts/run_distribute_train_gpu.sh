@@ -5,15 +5,11 @@
 # (an OpenMPI hostfile, "node1 slots=8" per line; the code and data at the same paths on every node).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-usage="usage: [DEVICE_NUM=8] [HOSTFILE=file] bash $0 DATA_PATH MINDRECORD_PATH [PRETRAINED_PATH] [NOT_MASK] [--key=value ...]"
-positional=(); extra=()
-for a in "$@"; do case "$a" in --*) extra+=("$a") ;; *) positional+=("$a") ;; esac; done
-if [ ${#positional[@]} -lt 2 ] || [ ${#positional[@]} -gt 4 ]; then echo "$usage" >&2; exit 1; fi
-DATA_PATH="$(abs_path "${positional[0]}")"
-MINDRECORD_PATH="$(abs_path "${positional[1]}")"
-PRETRAINED_PATH="${positional[2]:-}"
-[ -n "$PRETRAINED_PATH" ] && PRETRAINED_PATH="$(abs_path "$PRETRAINED_PATH")" && require_file PRETRAINED_PATH "$PRETRAINED_PATH"
-NOT_MASK="$(not_mask_arg "${positional[3]:-}")"
+split_args "usage: [DEVICE_NUM=8] [HOSTFILE=file] bash $0 DATA_PATH MINDRECORD_PATH [PRETRAINED_PATH] [NOT_MASK] [--key=value ...]" 2 4 "$@"
+DATA_PATH="$(abs_path "${POSITIONAL[0]}")"
+MINDRECORD_PATH="$(abs_path "${POSITIONAL[1]}")"
+PRETRAINED_PATH="$(optional_file PRETRAINED_PATH "${POSITIONAL[2]:-}")"
+NOT_MASK="$(not_mask_arg "${POSITIONAL[3]:-}")"
 require_dir DATA_PATH "$DATA_PATH"
 DEVICE_NUM="${DEVICE_NUM:-8}"
 HOSTFILE_ARGS=()
@@ -31,4 +27,4 @@ run_logged "$LOG_DIR/train_dist.log" mpirun --allow-run-as-root -n "$DEVICE_NUM"
     --output-filename log_output --merge-stderr-to-stdout \
     "$PYTHON" -u "$REPO_DIR/train.py" --device_target=GPU --run_distribute=True \
     --coco_root="$DATA_PATH" --mindrecord_dir="$MINDRECORD_PATH" --pre_trained="$PRETRAINED_PATH" \
-    --save_checkpoint_path="$LOG_DIR" "$NOT_MASK" "${extra[@]}"
+    --save_checkpoint_path="$LOG_DIR" "$NOT_MASK" "${EXTRA[@]}"

@@ -3,15 +3,12 @@
 # Writes eval_log/eval.log (COCO bbox/segm tables), the result jsons and the per-category AP CSV.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-usage="usage: bash $0 DEVICE_ID DATA_PATH MINDRECORD_PATH CHECKPOINT_PATH [NOT_MASK] [--key=value ...]"
-positional=(); extra=()
-for a in "$@"; do case "$a" in --*) extra+=("$a") ;; *) positional+=("$a") ;; esac; done
-if [ ${#positional[@]} -lt 4 ] || [ ${#positional[@]} -gt 5 ]; then echo "$usage" >&2; exit 1; fi
-DEVICE_ID="${positional[0]}"
-DATA_PATH="$(abs_path "${positional[1]}")"
-MINDRECORD_PATH="$(abs_path "${positional[2]}")"
-CHECKPOINT_PATH="$(abs_path "${positional[3]}")"
-NOT_MASK="$(not_mask_arg "${positional[4]:-}")"
+split_args "usage: bash $0 DEVICE_ID DATA_PATH MINDRECORD_PATH CHECKPOINT_PATH [NOT_MASK] [--key=value ...]" 4 5 "$@"
+DEVICE_ID="${POSITIONAL[0]}"
+DATA_PATH="$(abs_path "${POSITIONAL[1]}")"
+MINDRECORD_PATH="$(abs_path "${POSITIONAL[2]}")"
+CHECKPOINT_PATH="$(abs_path "${POSITIONAL[3]}")"
+NOT_MASK="$(not_mask_arg "${POSITIONAL[4]:-}")"
 require_dir DATA_PATH "$DATA_PATH"
 require_file CHECKPOINT_PATH "$CHECKPOINT_PATH"
 
@@ -21,4 +18,4 @@ export CUDA_VISIBLE_DEVICES="$DEVICE_ID"
 cd "$EVAL_DIR"
 run_logged "$EVAL_DIR/eval.log" "$PYTHON" -u "$REPO_DIR/eval.py" --device_target="${DEVICE_TARGET:-GPU}" --device_id=0 \
     --coco_root="$DATA_PATH" --mindrecord_dir="$MINDRECORD_PATH" --checkpoint_path="$CHECKPOINT_PATH" \
-    --eval_output_dir="$EVAL_DIR" "$NOT_MASK" "${extra[@]}"
+    --eval_output_dir="$EVAL_DIR" "$NOT_MASK" "${EXTRA[@]}"

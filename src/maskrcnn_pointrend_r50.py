@@ -68,7 +68,6 @@ class MaskRcnnPointRend(nn.Cell):
         anchors = multi_level_anchors(cfg.feature_shapes, cfg.anchor_strides, cfg.anchor_scales, cfg.anchor_ratios)
         num_roi_levels = len(cfg.roi_align_featmap_strides)
         roi_shapes = cfg.feature_shapes[:num_roi_levels]
-        layout = LevelLayout(roi_shapes, batch_size)
         self.num_roi_levels = num_roi_levels
         self.rpn_loss = RpnLoss(cfg, np.concatenate(anchors, 0))
         self.proposal_train = Proposal(cfg, anchors, training=True)
@@ -78,13 +77,15 @@ class MaskRcnnPointRend(nn.Cell):
         strides = cfg.roi_align_featmap_strides
         self.roi_align = MultiLevelRoIAlign(roi_shapes, strides, batch_size, roi.out_size, roi.sample_num,
                                             cfg.roi_align_finest_scale)
-        self.roi_align_mask = MultiLevelRoIAlign(roi_shapes, strides, batch_size, roi.mask_out_size, roi.sample_num,
-                                                 cfg.roi_align_finest_scale)
         self.postprocess = DetectionPostprocess(cfg, self.num_classes, self.proposal_test.num_proposals)
-        self.mask_branch = PointRendMaskBranch(cfg, layout)
-        self.mask_side = cfg.mask_shape[0]
-        self.mask_sample_num = roi.sample_num
-        self.mask_grid = ms.Tensor(regular_grid_points(self.mask_side * roi.sample_num))
+        if self.use_pointrend:
+            self.mask_branch = PointRendMaskBranch(cfg, LevelLayout(roi_shapes, batch_size))
+        else:
+            self.roi_align_mask = MultiLevelRoIAlign(roi_shapes, strides, batch_size, roi.mask_out_size,
+                                                     roi.sample_num, cfg.roi_align_finest_scale)
+            self.mask_side = cfg.mask_shape[0]
+            self.mask_sample_num = roi.sample_num
+            self.mask_grid = ms.Tensor(regular_grid_points(self.mask_side * roi.sample_num))
 
         num_candidates = cfg.max_instance_count + self.proposal_train.num_proposals
         slots = min(cfg.num_expected_total_stage2, num_candidates)

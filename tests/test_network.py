@@ -100,3 +100,20 @@ def test_inference_shapes_and_detections(trained):
         assert np.all(np.isfinite(out[4].asnumpy()))
     finally:
         net.set_train(True)
+
+
+def test_standard_mask_head_baseline_trains_and_predicts_28x28():
+    cfg = small_config(mask_head="standard", resnet_block=[1, 1, 1, 1])
+    net = MaskRcnnPointRend(cfg, cfg.batch_size)
+    batch = synthetic_batch(cfg, seed=4)
+    optimizer = nn.Momentum(net.trainable_params(), learning_rate=0.001, momentum=0.9)
+    step = TrainOneStepCell(WithLossCell(net, cfg), optimizer)
+    step.set_train(True)
+    before = net.rcnn_mask.fpn_mask.mask_conv6.weight.asnumpy().copy()
+    total, *components = [float(x.asnumpy()) for x in step(*[ms.Tensor(batch[k]) for k in TRAIN_KEYS])]
+    assert np.isfinite(total) and all(np.isfinite(components))
+    assert components[4] > 0 and components[5] == 0.0  # the 28x28 mask loss; no point loss
+    assert not np.array_equal(before, net.rcnn_mask.fpn_mask.mask_conv6.weight.asnumpy())
+    net.set_train(False)
+    out = net(ms.Tensor(batch["img"]), ms.Tensor(batch["img_metas"]))
+    assert out[4].shape == (2, cfg.test_max_per_img, 28, 28)
