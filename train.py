@@ -28,8 +28,6 @@ def build_train_cell(cfg, net, steps_per_epoch):
 
 
 def train(cfg):
-    import mindspore as ms
-
     from src.checkpoint_utils import load_pretrained, load_resume
     from src.dataset import create_maskrcnn_dataset, ensure_mindrecord, resolve_num_classes
     from src.maskrcnn_pointrend_r50 import LOSS_NAMES, MaskRcnnPointRend

@@ -1,5 +1,4 @@
 """Training wrappers: loss weighting and the one-step cell."""
-import mindspore as ms
 from mindspore import nn, ops
 
 from src.maskrcnn_pointrend_r50 import LOSS_NAMES

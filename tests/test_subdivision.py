@@ -5,7 +5,7 @@ k * (r0 - |p - c|), so every re-predicted point is exact and we can see where po
 """
 import numpy as np
 import mindspore as ms
-from mindspore import nn, ops
+from mindspore import nn
 from mindspore.ops import ResizeBilinearV2
 
 from src.maskrcnn.feature_sampler import LevelLayout, flatten_levels

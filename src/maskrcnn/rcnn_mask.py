@@ -1,5 +1,4 @@
 """Standard Mask R-CNN mask head (4 convs, deconv, 28x28 class-specific logits) and its loss."""
-import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import HeNormal
 

@@ -1,5 +1,4 @@
 """Region proposal network head and its losses."""
-import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import Normal
 

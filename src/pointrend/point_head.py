@@ -1,6 +1,5 @@
 """PointRend point head: a per-point MLP on fine features with the coarse prediction fed to
 every layer (detectron2's StandardPointHead, coarse_pred_each_layer=True)."""
-import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import HeNormal, Normal
 
