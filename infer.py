@@ -49,7 +49,7 @@ def infer(cfg):
     from src.dataset import resolve_num_classes
     from src.dataset.transforms import EvalTransform
     from src.evaluation import detections_to_coco
-    from src.evaluation.atomic_io import write_json_atomic
+    from src.atomic_io import write_json_atomic
     from src.inference import build_detector, outputs_to_numpy, split_images
     from src.progress import Progress
     from src.visualize import draw_instances, write_png

@@ -1,15 +1,15 @@
 """Training loss curve as a PNG (drawn with OpenCV, no plotting library needed)."""
-import os
-
 import cv2
 import numpy as np
+
+from src.visualize import write_png
 
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194)]
 
 
 def write_loss_curve(path, steps, series, title="training loss"):
-    """Plot loss series against steps and write a PNG atomically.
+    """Plot loss series against steps and write a PNG atomically (drawn in RGB).
 
     Args:
         path: output .png path. steps: (N,) step numbers.
@@ -48,7 +48,7 @@ def write_loss_curve(path, steps, series, title="training loss"):
                 cv2.LINE_AA)
     cv2.putText(canvas, title, (left, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.65, black, 1, cv2.LINE_AA)
     for i, (name, v) in enumerate(series.items()):
-        colour = COLOURS[i % len(COLOURS)][::-1]  # RGB -> BGR
+        colour = COLOURS[i % len(COLOURS)]
         v = np.asarray(v, np.float64)
         ok = np.isfinite(v)
         pts = np.array([to_px(x, y) for x, y in zip(steps[ok], v[ok])], np.int32)
@@ -57,7 +57,4 @@ def write_loss_curve(path, steps, series, title="training loss"):
         ly = top + 20 + 22 * i
         cv2.line(canvas, (left + plot_w + 15, ly - 5), (left + plot_w + 40, ly - 5), colour, 2)
         cv2.putText(canvas, name, (left + plot_w + 48, ly), cv2.FONT_HERSHEY_SIMPLEX, 0.5, black, 1, cv2.LINE_AA)
-    tmp = path + ".tmp.png"
-    if not cv2.imwrite(tmp, canvas):
-        raise OSError(f"cannot write {path}")
-    os.replace(tmp, path)
+    write_png(path, canvas)

@@ -6,6 +6,7 @@ import time
 
 import mindspore as ms
 
+from src.atomic_io import atomic_open
 from src.loss_curve import write_loss_curve
 from src.progress import format_duration
 
@@ -93,14 +94,10 @@ class StepMonitor:
 
     def write_history(self, out_dir):
         """Loss history as CSV and a PNG curve (atomic writes)."""
-        os.makedirs(out_dir, exist_ok=True)
-        csv_path = os.path.join(out_dir, "loss_history.csv")
-        tmp = csv_path + ".tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+        with atomic_open(os.path.join(out_dir, "loss_history.csv")) as f:
             writer = csv.writer(f)
             writer.writerow(("step", "lr") + self.loss_names)
             writer.writerows(self.history)
-        os.replace(tmp, csv_path)
         steps = [h[0] for h in self.history]
         series = {name: [h[2 + i] for h in self.history] for i, name in enumerate(self.loss_names)}
         write_loss_curve(os.path.join(out_dir, "loss_curve.png"), steps, series)

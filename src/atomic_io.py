@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader never sees a half-written result or metrics file."""
+"""Atomic file writes: a reader never sees a half-written result, metrics or log file."""
 import contextlib
 import json
 import os
