@@ -45,3 +45,16 @@ def test_iou_against_numpy_and_clip():
     clipped = clip_boxes(ms.Tensor(np.array([[-5, 3, 300, 90]], np.float32)), ms.Tensor(np.array([[50.0]])),
                          ms.Tensor(np.array([[100.0]]))).asnumpy()
     np.testing.assert_allclose(clipped.reshape(-1), [0, 3, 99, 49])
+
+
+def test_iou_marks_invalid_boxes_and_broadcasts_leading_axes():
+    rng = np.random.default_rng(2)
+    a = np.stack([random_boxes(rng, 6), random_boxes(rng, 6)])  # (2, 6, 4)
+    b = np.stack([random_boxes(rng, 4), random_boxes(rng, 4)])  # (2, 4, 4)
+    valid = np.array([[True, False, True, True], [False, False, True, False]])
+    got = bbox_overlaps(ms.Tensor(a), ms.Tensor(b), ms.Tensor(valid)).asnumpy()
+    assert got.shape == (2, 6, 4)
+    for k in range(2):
+        plain = bbox_overlaps(ms.Tensor(a[k]), ms.Tensor(b[k])).asnumpy()
+        np.testing.assert_allclose(got[k][:, valid[k]], plain[:, valid[k]], atol=1e-6)
+        assert np.all(got[k][:, ~valid[k]] == -1.0)

@@ -4,7 +4,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.maskrcnn.box_utils import bbox_overlaps, encode_deltas
+from src.maskrcnn.box_utils import bbox_overlaps, encode_deltas, expand_to
 
 
 def select_random(candidates, scores, max_count, counts=None):
@@ -62,13 +62,14 @@ class BboxAssignSample(nn.Cell):
         """
         batch = gt_bboxes.shape[0]
         anchors = ops.broadcast_to(ops.expand_dims(self.anchors, 0), (batch, self.num_anchors, 4))
-        overlaps = bbox_overlaps(anchors, gt_bboxes)  # (B, N, G)
-        overlaps = ops.where(ops.expand_dims(gt_valids, 1), overlaps, ops.full_like(overlaps, -1.0))
+        overlaps = bbox_overlaps(anchors, gt_bboxes, gt_valids)  # (B, N, G), -1 for invalid GT
         max_iou = overlaps.max(axis=2)
         argmax = ops.argmax(overlaps, dim=2).astype(ms.int32)
-        gt_best = overlaps.max(axis=1, keepdims=True)  # (B, 1, G)
-        claims = ops.logical_and(overlaps >= gt_best, gt_best >= self.min_pos_iou)
-        claims = ops.logical_and(claims, ops.expand_dims(gt_valids, 1))
+        gt_best = overlaps.max(axis=1)  # (B, G)
+        # a GT whose best IoU is too low (or that is invalid) claims nothing: its threshold is out of reach
+        claim_thr = ops.where(ops.logical_and(gt_best >= self.min_pos_iou, gt_valids), gt_best,
+                              ops.full_like(gt_best, 2.0))
+        claims = overlaps >= expand_to(claim_thr, 1, overlaps.shape)
         claimed = claims.any(axis=2)
         claimed_gt = ops.argmax(claims.astype(ms.float32), dim=2).astype(ms.int32)
         assigned = ops.where(claimed, claimed_gt, argmax)

@@ -46,8 +46,7 @@ class BboxAssignSampleForRcnn(nn.Cell):
         candidates = ops.concat([gt_bboxes, proposals], 1)
         candidate_valid = ops.concat([gt_valids, proposal_valid], 1)
         batch, num = candidates.shape[0], candidates.shape[1]
-        overlaps = bbox_overlaps(candidates, gt_bboxes)
-        overlaps = ops.where(ops.expand_dims(gt_valids, 1), overlaps, ops.full_like(overlaps, -1.0))
+        overlaps = bbox_overlaps(candidates, gt_bboxes, gt_valids)  # (B, G + P, G), -1 for invalid GT
         max_iou = overlaps.max(axis=2)
         max_iou = ops.where(candidate_valid, max_iou, ops.full_like(max_iou, -1.0))
         assigned = ops.argmax(overlaps, dim=2).astype(ms.int32)

@@ -14,25 +14,37 @@ from mindspore import ops
 MAX_LOG_RATIO = abs(math.log(0.016))
 
 
-def bbox_overlaps(boxes1, boxes2):
+def expand_to(x, axis, shape):
+    """``x`` with a new axis at ``axis``, broadcast to ``shape``.
+
+    MindSpore's CPU element-wise kernels are slow when two operands are broadcast along different
+    axes, as in pairwise (N, 1) x (1, M) arithmetic (IoU of 2 x 16368 anchors x 128 GT: 0.52 s,
+    against 0.12 s with both operands broadcast to (N, M) first), so pairwise computations use this.
+    """
+    return ops.broadcast_to(ops.expand_dims(x, axis), shape)
+
+
+def bbox_overlaps(boxes1, boxes2, valid2=None):
     """IoU of every pair.
 
     Args:
-        boxes1: (..., N, 4); boxes2: (..., M, 4) with the same leading shape.
+        boxes1: (..., N, 4); boxes2: (..., M, 4) with the same leading shape;
+        valid2: optional (..., M) bool: pairs with an invalid ``boxes2`` entry get IoU -1.
     Returns:
         (..., N, M) float32 IoU; pairs whose union is empty give 0.
     """
-    b1 = ops.expand_dims(boxes1, -2)
-    b2 = ops.expand_dims(boxes2, -3)
-    x1 = ops.maximum(b1[..., 0], b2[..., 0])
-    y1 = ops.maximum(b1[..., 1], b2[..., 1])
-    x2 = ops.minimum(b1[..., 2], b2[..., 2])
-    y2 = ops.minimum(b1[..., 3], b2[..., 3])
-    inter = ops.relu(x2 - x1) * ops.relu(y2 - y1)
-    area1 = ops.relu(b1[..., 2] - b1[..., 0]) * ops.relu(b1[..., 3] - b1[..., 1])
-    area2 = ops.relu(b2[..., 2] - b2[..., 0]) * ops.relu(b2[..., 3] - b2[..., 1])
-    union = area1 + area2 - inter
-    return inter / ops.maximum(union, 1e-6)
+    shape = boxes1.shape[:-1] + (boxes2.shape[-2],)
+    c1 = [expand_to(boxes1[..., i], -1, shape) for i in range(4)]
+    c2 = [expand_to(boxes2[..., i], -2, shape) for i in range(4)]
+    inter = (ops.relu(ops.minimum(c1[2], c2[2]) - ops.maximum(c1[0], c2[0]))
+             * ops.relu(ops.minimum(c1[3], c2[3]) - ops.maximum(c1[1], c2[1])))
+    area1 = ops.relu(boxes1[..., 2] - boxes1[..., 0]) * ops.relu(boxes1[..., 3] - boxes1[..., 1])
+    area2 = ops.relu(boxes2[..., 2] - boxes2[..., 0]) * ops.relu(boxes2[..., 3] - boxes2[..., 1])
+    union = expand_to(area1, -1, shape) + expand_to(area2, -2, shape) - inter
+    iou = inter / ops.maximum(union, 1e-6)
+    if valid2 is None:
+        return iou
+    return ops.where(expand_to(valid2, -2, shape), iou, ops.full_like(iou, -1.0))
 
 
 def encode_deltas(boxes, targets, means, stds):

@@ -148,9 +148,10 @@ class MultiLevelRoIAlign(nn.Cell):
         self.out_size = out_size
         self.sample_num = sample_num
         self.finest_scale = float(finest_scale)
-        # Offsets of the sample points inside a RoI, in units of the RoI side: (out * sample,)
-        steps = (np.arange(out_size)[:, None] + (np.arange(sample_num)[None, :] + 0.5) / sample_num) / out_size
-        self.offsets = ms.Tensor(steps.reshape(-1).astype(np.float32))
+        # Offsets of the sample points inside a RoI, in units of the RoI side: sample position s of
+        # every bin in row s, (sample_num, out_size)
+        steps = (np.arange(out_size)[None, :] + (np.arange(sample_num)[:, None] + 0.5) / sample_num) / out_size
+        self.offsets = ms.Tensor(steps.astype(np.float32))
 
     def construct(self, table, rois):
         """Pool RoI features.
@@ -173,18 +174,22 @@ class MultiLevelRoIAlign(nn.Cell):
         y1 = boxes[:, 1] * scale
         roi_w = ops.maximum((boxes[:, 2] + 1.0) * scale - x1, 1.0)
         roi_h = ops.maximum((boxes[:, 3] + 1.0) * scale - y1, 1.0)
-        ys = ops.expand_dims(y1, 1) + ops.expand_dims(roi_h, 1) * self.offsets  # (K, S)
-        xs = ops.expand_dims(x1, 1) + ops.expand_dims(roi_w, 1) * self.offsets  # (K, S)
         k = rois.shape[0]
-        side = self.out_size * self.sample_num
-        py = ops.broadcast_to(ops.expand_dims(ys, 2), (k, side, side))
-        px = ops.broadcast_to(ops.expand_dims(xs, 1), (k, side, side))
+        out = self.out_size
         per_roi = (k, 1, 1)
-        feats = bilinear_gather(table, base.reshape(per_roi), height.reshape(per_roi), width.reshape(per_roi),
-                                px, py, True)  # (K, side, side, C)
-        c = feats.shape[-1]
-        feats = feats.reshape(k, self.out_size, self.sample_num, self.out_size, self.sample_num, c)
-        feats = feats.mean(axis=(2, 4))
+        base, height, width = base.reshape(per_roi), height.reshape(per_roi), width.reshape(per_roi)
+        # One bilinear look-up per sample position of a bin, summed: averaging a (K, out, S, out, S, C)
+        # tensor over its strided axes cost nearly as much on CPU as the look-ups themselves.
+        feats = None
+        for sy in range(self.sample_num):
+            ys = ops.expand_dims(y1, 1) + ops.expand_dims(roi_h, 1) * self.offsets[sy]  # (K, out)
+            py = ops.broadcast_to(ops.expand_dims(ys, 2), (k, out, out))
+            for sx in range(self.sample_num):
+                xs = ops.expand_dims(x1, 1) + ops.expand_dims(roi_w, 1) * self.offsets[sx]
+                px = ops.broadcast_to(ops.expand_dims(xs, 1), (k, out, out))
+                sample = bilinear_gather(table, base, height, width, px, py, True)  # (K, out, out, C)
+                feats = sample if feats is None else feats + sample
+        feats = feats * (1.0 / (self.sample_num * self.sample_num))
         return ops.transpose(feats, (0, 3, 1, 2))
 
 

@@ -51,15 +51,15 @@ class Proposal(nn.Cell):
         self.means = tuple(cfg.rpn_target_means)
         self.stds = tuple(cfg.rpn_target_stds)
 
-    def bprop(self, cls_logits, deltas, img_metas, out, dout):
-        """Proposals are constants for the rest of the network: no gradient is built inside."""
-        return ops.zeros_like(cls_logits), ops.zeros_like(deltas), ops.zeros_like(img_metas)
-
     def construct(self, cls_logits, deltas, img_metas):
         """Args:
             cls_logits: (B, N) all levels; deltas: (B, N, 4) (anchor order of ``multi_level_anchors``);
             img_metas: (B, 4) = (height, width, scale_h, scale_w) of the resized image on the canvas.
         Returns: proposals (B, P, 4), valid (B, P) bool."""
+        # proposals are constants for the rest of the network: cutting the inputs keeps autodiff
+        # from building gradients of the anchor look-ups
+        cls_logits = ops.stop_gradient(cls_logits)
+        deltas = ops.stop_gradient(deltas)
         batch = img_metas.shape[0]
         height = img_metas[:, 0:1]
         width = img_metas[:, 1:2]
