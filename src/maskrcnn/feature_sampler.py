@@ -54,11 +54,10 @@ def flatten_levels(features):
     return ops.concat(rows, 0)
 
 
-def bilinear_gather(table, base, height, width, px, py, roi_align_border):
-    """Bilinear interpolation of the table at (px, py).
+def bilinear_corners(base, height, width, px, py, roi_align_border):
+    """Table rows and weights of the four bilinear neighbours of each point (px, py).
 
     Args:
-        table: (T, C) flat features.
         base: int32 (...,), first row of the (level, image) block of each point.
         height, width: int32 (...,), size of that block's map.
         px, py: float32 (...,) coordinates in pixel index space.
@@ -66,7 +65,7 @@ def bilinear_gather(table, base, height, width, px, py, roi_align_border):
             zero); True for RoIAlign semantics (points up to one pixel outside are clamped onto
             the border, points further out give zero).
     Returns:
-        (..., C) sampled features.
+        rows (..., 4) int32 (always inside the table) and weights (..., 4) float32.
     """
     hf = ops.cast(height, ms.float32)
     wf = ops.cast(width, ms.float32)
@@ -101,15 +100,42 @@ def bilinear_gather(table, base, height, width, px, py, roi_align_border):
     y1 = ops.minimum(ops.relu(y1), height - 1)
     x0 = ops.minimum(ops.relu(x0), width - 1)
     x1 = ops.minimum(ops.relu(x1), width - 1)
-    out_shape = px.shape + (table.shape[1],)
-    result = None
+    rows, weights = [], []
     for yi, wy in ((y0, wy0), (y1, wy1)):
         for xi, wx in ((x0, wx0), (x1, wx1)):
-            rows = (base + yi * width + xi).reshape(-1)
-            weight = ops.stop_gradient((wy * wx).reshape(-1, 1))
-            term = ops.gather(table, rows, 0) * weight
-            result = term if result is None else result + term
-    return result.reshape(out_shape)
+            rows.append(base + yi * width + xi)
+            weights.append(wy * wx)
+    return ops.stack(rows, -1), ops.stack(weights, -1)
+
+
+def weighted_gather(table, rows, weights):
+    """Weighted sums of table rows: out[p] = sum_j weights[p, j] * table[rows[p, j]].
+
+    One gather and one batched (1 x J) @ (J x C) product: on CPU this is several times faster
+    than J separate gathers each scaled by a broadcast weight column.
+
+    Args:
+        table: (T, C); rows: int32 (..., J); weights: float32 (..., J), no gradient.
+    Returns:
+        (..., C).
+    """
+    j = rows.shape[-1]
+    c = table.shape[1]
+    picked = ops.gather(table, rows.reshape(-1), 0).reshape(-1, j, c)
+    weights = ops.stop_gradient(weights).reshape(-1, 1, j)
+    return ops.bmm(weights, picked).reshape(rows.shape[:-1] + (c,))
+
+
+def bilinear_gather(table, base, height, width, px, py, roi_align_border):
+    """Bilinear interpolation of the table at (px, py) (arguments as ``bilinear_corners``).
+
+    Args:
+        table: (T, C) flat features.
+    Returns:
+        (..., C) sampled features.
+    """
+    rows, weights = bilinear_corners(base, height, width, px, py, roi_align_border)
+    return weighted_gather(table, rows, weights)
 
 
 def map_rois_to_levels(rois, finest_scale, num_levels):
@@ -178,18 +204,20 @@ class MultiLevelRoIAlign(nn.Cell):
         out = self.out_size
         per_roi = (k, 1, 1)
         base, height, width = base.reshape(per_roi), height.reshape(per_roi), width.reshape(per_roi)
-        # One bilinear look-up per sample position of a bin, summed: averaging a (K, out, S, out, S, C)
-        # tensor over its strided axes cost nearly as much on CPU as the look-ups themselves.
-        feats = None
+        # All sample positions of a bin go into one weighted gather (4 neighbours each): averaging
+        # a (K, out, S, out, S, C) tensor over its strided axes cost as much on CPU as the look-ups.
+        share = 1.0 / (self.sample_num * self.sample_num)
+        rows, weights = [], []
         for sy in range(self.sample_num):
             ys = ops.expand_dims(y1, 1) + ops.expand_dims(roi_h, 1) * self.offsets[sy]  # (K, out)
             py = ops.broadcast_to(ops.expand_dims(ys, 2), (k, out, out))
             for sx in range(self.sample_num):
                 xs = ops.expand_dims(x1, 1) + ops.expand_dims(roi_w, 1) * self.offsets[sx]
                 px = ops.broadcast_to(ops.expand_dims(xs, 1), (k, out, out))
-                sample = bilinear_gather(table, base, height, width, px, py, True)  # (K, out, out, C)
-                feats = sample if feats is None else feats + sample
-        feats = feats * (1.0 / (self.sample_num * self.sample_num))
+                r, w = bilinear_corners(base, height, width, px, py, True)  # (K, out, out, 4)
+                rows.append(r)
+                weights.append(w * share)
+        feats = weighted_gather(table, ops.concat(rows, -1), ops.concat(weights, -1))  # (K, out, out, C)
         return ops.transpose(feats, (0, 3, 1, 2))
 
 
