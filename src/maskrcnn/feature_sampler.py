@@ -111,8 +111,8 @@ def bilinear_corners(base, height, width, px, py, roi_align_border):
 def weighted_gather(table, rows, weights):
     """Weighted sums of table rows: out[p] = sum_j weights[p, j] * table[rows[p, j]].
 
-    One gather and one batched (1 x J) @ (J x C) product: on CPU this is several times faster
-    than J separate gathers each scaled by a broadcast weight column.
+    One gather and one batched (1 x J) @ (J x C) product: on CPU this was about twice as fast,
+    forward and backward, as J separate gathers each scaled by a broadcast weight column.
 
     Args:
         table: (T, C); rows: int32 (..., J); weights: float32 (..., J), no gradient.
