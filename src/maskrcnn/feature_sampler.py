@@ -207,13 +207,15 @@ class MultiLevelRoIAlign(nn.Cell):
         # All sample positions of a bin go into one weighted gather (4 neighbours each): averaging
         # a (K, out, S, out, S, C) tensor over its strided axes cost as much on CPU as the look-ups.
         share = 1.0 / (self.sample_num * self.sample_num)
+        grid_y, grid_x = [], []  # per sample position: (K, out, out) coordinates of every bin
+        for s in range(self.sample_num):
+            ys = ops.expand_dims(y1, 1) + ops.expand_dims(roi_h, 1) * self.offsets[s]  # (K, out)
+            xs = ops.expand_dims(x1, 1) + ops.expand_dims(roi_w, 1) * self.offsets[s]
+            grid_y.append(ops.broadcast_to(ops.expand_dims(ys, 2), (k, out, out)))
+            grid_x.append(ops.broadcast_to(ops.expand_dims(xs, 1), (k, out, out)))
         rows, weights = [], []
-        for sy in range(self.sample_num):
-            ys = ops.expand_dims(y1, 1) + ops.expand_dims(roi_h, 1) * self.offsets[sy]  # (K, out)
-            py = ops.broadcast_to(ops.expand_dims(ys, 2), (k, out, out))
-            for sx in range(self.sample_num):
-                xs = ops.expand_dims(x1, 1) + ops.expand_dims(roi_w, 1) * self.offsets[sx]
-                px = ops.broadcast_to(ops.expand_dims(xs, 1), (k, out, out))
+        for py in grid_y:
+            for px in grid_x:
                 r, w = bilinear_corners(base, height, width, px, py, True)  # (K, out, out, 4)
                 rows.append(r)
                 weights.append(w * share)

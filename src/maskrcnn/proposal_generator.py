@@ -56,8 +56,8 @@ class Proposal(nn.Cell):
             cls_logits: (B, N) all levels; deltas: (B, N, 4) (anchor order of ``multi_level_anchors``);
             img_metas: (B, 4) = (height, width, scale_h, scale_w) of the resized image on the canvas.
         Returns: proposals (B, P, 4), valid (B, P) bool."""
-        # proposals are constants for the rest of the network: cutting the inputs keeps autodiff
-        # from building gradients of the anchor look-ups
+        # proposals are constants for the rest of the network (MindSpore still emits, and runs, the
+        # gradient kernels of the anchor look-ups below; they are discarded)
         cls_logits = ops.stop_gradient(cls_logits)
         deltas = ops.stop_gradient(deltas)
         batch = img_metas.shape[0]
@@ -85,4 +85,4 @@ class Proposal(nn.Cell):
         boxes = ops.concat(level_boxes, 1)
         top_scores, idx = ops.topk(scores, self.num_proposals)
         proposals = ops.gather_elements(boxes, 1, ops.broadcast_to(ops.expand_dims(idx, 2), idx.shape + (4,)))
-        return ops.stop_gradient(proposals), top_scores >= 0.0
+        return proposals, top_scores >= 0.0
