@@ -30,7 +30,8 @@ def test_level_point_sampler_matches_numpy_including_outside_points():
     pts = rng.uniform(-0.3, 1.3, size=(3, 40, 2)) * np.array([64, 48])
     batch_index = np.array([0, 1, 1], np.int32)
     got = sampler(table, ms.Tensor(batch_index), ms.Tensor(pts.astype(np.float32))).asnumpy()
-    assert got.shape == (3, 5, 40)
+    assert got.shape == (3, 40, 5)
+    got = got.transpose(0, 2, 1)
     for k in range(3):
         ref = numpy_bilinear_zero_pad(feats[1][batch_index[k]], pts[k, :, 0] / 8 - 0.5, pts[k, :, 1] / 8 - 0.5)
         np.testing.assert_allclose(got[k], ref, rtol=1e-4, atol=1e-5)

@@ -23,14 +23,14 @@ def analytic(x, y):
 
 
 class FakeCoarseHead(nn.Cell):
-    """(R, C, 14, 14) sampled position features -> analytic logits on the 7x7 cells."""
+    """(R, 14, 14, C) sampled position features (channels last) -> analytic logits on the 7x7 cells."""
 
     def __init__(self, num_classes):
         super().__init__()
         self.num_classes = num_classes
 
     def construct(self, x):
-        pos = x.asnumpy()[:, :2].reshape(x.shape[0], 2, 7, 2, 7, 2).mean(axis=(3, 5))
+        pos = x.asnumpy()[..., :2].transpose(0, 3, 1, 2).reshape(x.shape[0], 2, 7, 2, 7, 2).mean(axis=(3, 5))
         logits = analytic(pos[:, 0], pos[:, 1]).astype(np.float32)
         return ms.Tensor(np.repeat(logits[:, None], self.num_classes, 1))
 

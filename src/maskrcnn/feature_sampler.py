@@ -246,12 +246,11 @@ class LevelPointSampler(nn.Cell):
             batch_index: (K,) int32 image of each RoI.
             points: (K, P, 2) (x, y) in image pixels.
         Returns:
-            (K, C, P).
+            (K, P, C), channels last.
         """
         base = (self.start + batch_index * (self.height * self.width)).reshape(-1, 1)
         px = points[..., 0] * self.inv_stride - 0.5
         py = points[..., 1] * self.inv_stride - 0.5
         h = ops.ones_like(base) * self.height
         w = ops.ones_like(base) * self.width
-        feats = bilinear_gather(table, base, h, w, px, py, False)  # (K, P, C)
-        return ops.transpose(feats, (0, 2, 1))
+        return bilinear_gather(table, base, h, w, px, py, False)

@@ -56,8 +56,7 @@ class Proposal(nn.Cell):
             cls_logits: (B, N) all levels; deltas: (B, N, 4) (anchor order of ``multi_level_anchors``);
             img_metas: (B, 4) = (height, width, scale_h, scale_w) of the resized image on the canvas.
         Returns: proposals (B, P, 4), valid (B, P) bool."""
-        # proposals are constants for the rest of the network (MindSpore still emits, and runs, the
-        # gradient kernels of the anchor look-ups below; they are discarded)
+        # proposals are constants for the rest of the network, as in the model zoo and detectron2
         cls_logits = ops.stop_gradient(cls_logits)
         deltas = ops.stop_gradient(deltas)
         batch = img_metas.shape[0]

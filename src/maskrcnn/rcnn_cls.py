@@ -13,9 +13,10 @@ class DenseNoTranpose(nn.Cell):
         super().__init__()
         self.weight = Parameter(initializer(weight_init, [in_channels, out_channels], ms.float32))
         self.bias = Parameter(initializer("zeros", [out_channels], ms.float32))
+        self.matmul = ops.MatMul()
 
     def construct(self, x):
-        return ops.matmul(x, self.weight) + self.bias
+        return self.matmul(x, self.weight) + self.bias
 
 
 class FpnCls(nn.Cell):

@@ -1,6 +1,38 @@
 """PointRend coarse mask head (detectron2's CoarseMaskHead with the model-zoo sizes)."""
-from mindspore import nn
-from mindspore.common.initializer import HeNormal, Normal, XavierUniform
+import mindspore as ms
+from mindspore import nn, ops, Parameter
+from mindspore.common.initializer import HeNormal, Normal, XavierUniform, initializer
+
+
+class PatchConv(nn.Cell):
+    """A k x k convolution with stride k (non-overlapping patches, no padding) on channels-last input.
+
+    Parameters have ``nn.Conv2d``'s names, shapes and layout (weight (out, in, k, k), bias (out,)).
+    Written as space-to-depth plus one matmul because oneDNN's stride-2 2x2 convolution gradient
+    with respect to its input was the slowest kernel of the mask branch on CPU (the whole layer,
+    forward and backward, about twice as fast this way).
+
+    Args:
+        in_channels, out_channels, kernel: sizes; weight_init: initializer of the weight.
+    construct: (R, H, W, in_channels) with H, W multiples of kernel -> (R, H / k, W / k, out_channels).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel, weight_init):
+        super().__init__()
+        self.kernel = kernel
+        self.weight = Parameter(initializer(weight_init, [out_channels, in_channels, kernel, kernel], ms.float32))
+        self.bias = Parameter(initializer("zeros", [out_channels], ms.float32))
+        self.matmul = ops.MatMul(transpose_b=True)
+
+    def construct(self, x):
+        r, h, w, c = x.shape
+        k = self.kernel
+        oh, ow = h // k, w // k
+        # (R, oh, k, ow, k, C) -> (R, oh, ow, k, k, C): each output cell's patch becomes one row
+        patches = x.reshape(r, oh, k, ow, k, c).transpose(0, 1, 3, 2, 4, 5).reshape(r * oh * ow, k * k * c)
+        out_channels = self.weight.shape[0]
+        weight = self.weight.transpose(0, 2, 3, 1).reshape(out_channels, k * k * c)
+        return (self.matmul(patches, weight) + self.bias).reshape(r, oh, ow, out_channels)
 
 
 class CoarseMaskHead(nn.Cell):
@@ -10,16 +42,16 @@ class CoarseMaskHead(nn.Cell):
         in_channels: channels of the sampled features (256); conv_dim: channels after the 2x2/2
             conv; fc_dim, num_fc: the FC stack; out_resolution: side of the output (7);
             num_classes: classes including background.
-    Input (R, in_channels, 2 * out_resolution, 2 * out_resolution); output (R, num_classes, out, out).
+    Input (R, 2 * out_resolution, 2 * out_resolution, in_channels), channels last as the point
+    sampler returns it; output (R, num_classes, out_resolution, out_resolution).
     """
 
     def __init__(self, in_channels, conv_dim, fc_dim, num_fc, out_resolution, num_classes):
         super().__init__()
         self.num_classes = num_classes
         self.out_resolution = out_resolution
-        self.reduce_spatial_dim_conv = nn.Conv2d(in_channels, conv_dim, 2, stride=2, pad_mode="valid", has_bias=True,
-                                                 weight_init=HeNormal(mode="fan_out", nonlinearity="relu"),
-                                                 bias_init="zeros")
+        self.reduce_spatial_dim_conv = PatchConv(in_channels, conv_dim, 2,
+                                                 HeNormal(mode="fan_out", nonlinearity="relu"))
         dims = [conv_dim * out_resolution * out_resolution] + [fc_dim] * num_fc
         self.fcs_seq = nn.CellList([nn.Dense(dims[i], dims[i + 1], weight_init=XavierUniform(), bias_init="zeros")
                                     for i in range(num_fc)])
@@ -28,8 +60,9 @@ class CoarseMaskHead(nn.Cell):
         self.relu = nn.ReLU()
 
     def construct(self, x):
-        x = self.relu(self.reduce_spatial_dim_conv(x))
-        x = x.reshape(x.shape[0], -1)
+        x = self.relu(self.reduce_spatial_dim_conv(x))  # (R, out, out, conv_dim)
+        # the FCs take detectron2's (C, H, W) flattening order
+        x = ops.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
         for fc in self.fcs_seq:
             x = self.relu(fc(x))
         x = self.prediction(x)

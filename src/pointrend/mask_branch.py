@@ -50,8 +50,12 @@ class PointRendMaskBranch(nn.Cell):
         Returns: (R, num_classes, out_side, out_side).
         """
         r = rois.shape[0]
-        feats = self.fine_sampler(table, batch_index, box_points_to_image(rois, self.coarse_grid))
-        return coarse_head(feats.reshape(r, feats.shape[1], self.in_side, self.in_side))
+        feats = self.fine_sampler(table, batch_index, box_points_to_image(rois, self.coarse_grid))  # (R, S*S, C)
+        return coarse_head(feats.reshape(r, self.in_side, self.in_side, feats.shape[2]))
+
+    def fine_features(self, table, batch_index, image_points):
+        """Fine features at image points for the point head: (R, C, P)."""
+        return ops.transpose(self.fine_sampler(table, batch_index, image_points), (0, 2, 1))
 
     def losses(self, coarse_head, point_head, table, rois, batch_index, labels, weights, gt_masks, gt_boxes):
         """Coarse-mask and point losses on the positive RoIs.
@@ -73,7 +77,7 @@ class PointRendMaskBranch(nn.Cell):
         points = ops.stop_gradient(training_points(ops.stop_gradient(class_coarse), candidates, extra,
                                                    self.num_uncertain))
         image_points = box_points_to_image(rois, points)
-        fine = self.fine_sampler(table, batch_index, image_points)
+        fine = self.fine_features(table, batch_index, image_points)
         logits = point_head(fine, point_sample(coarse, points))  # (R, C, P)
         index = ops.broadcast_to(labels.reshape(r, 1, 1), (r, 1, logits.shape[2]))
         class_logits = ops.gather_elements(logits, 1, index)[:, 0]
@@ -95,7 +99,7 @@ class PointRendMaskBranch(nn.Cell):
             if predict:
                 num_points = min(self.subdivision_num_points, h * w)
                 index, points = uncertain_grid_points(logits[:, 0], num_points)
-                fine = self.fine_sampler(table, batch_index, box_points_to_image(boxes, points))
+                fine = self.fine_features(table, batch_index, box_points_to_image(boxes, points))
                 refined = point_head.predict_class(fine, point_sample(coarse, points), classes)
                 flat = ops.tensor_scatter_elements(logits.reshape(r, h * w), index, refined, axis=1)
                 logits = flat.reshape(r, 1, h, w)
