@@ -53,7 +53,7 @@ class MaskRcnnPointRend(nn.Cell):
         self.batch_size = batch_size
         self.use_pointrend = cfg.mask_head == "pointrend"
         self.backbone = ResNetFea(cfg.resnet_block, cfg.resnet_in_channels, cfg.resnet_out_channels,
-                                  cfg.backbone_norm)
+                                  cfg.backbone_norm, cfg.freeze_at)
         self.fpn_ncek = FeatPyramidNeck(cfg.fpn_in_channels, cfg.fpn_out_channels, cfg.fpn_num_outs)
         self.rpn_with_loss = RPN(cfg.rpn_in_channels, cfg.rpn_feat_channels, cfg.num_anchors,
                                  cfg.rpn_cls_out_channels)

@@ -1,5 +1,5 @@
 """ResNet-50 backbone (stride on the 3x3 conv) returning C2..C5, with model-zoo parameter names."""
-from mindspore import nn
+from mindspore import nn, ops
 from mindspore.common.initializer import HeNormal
 
 
@@ -60,11 +60,16 @@ class ResNetFea(nn.Cell):
     Args:
         block_counts: blocks per stage ([3, 4, 6, 3]); in_channels / out_channels: per stage.
         norm: see ``make_norm``.
+        frozen_stages: stages whose parameters are frozen, in ``stage_cells`` order (the config's
+            freeze_at): gradients stop at their outputs, so that no backward pass runs through them
+            (as PyTorch's autograd skips a frozen stem and layer1; MindSpore would otherwise compute
+            their input gradients, down to the image, and discard them).
     Input (B, 3, H, W); output (C2, C3, C4, C5) with strides 4, 8, 16, 32.
     """
 
-    def __init__(self, block_counts, in_channels, out_channels, norm):
+    def __init__(self, block_counts, in_channels, out_channels, norm, frozen_stages=0):
         super().__init__()
+        self.frozen_stages = frozen_stages
         self.conv1 = _conv(3, 64, 7, 2)
         self.bn1 = make_norm(norm, 64)
         self.relu = nn.ReLU()
@@ -80,10 +85,14 @@ class ResNetFea(nn.Cell):
         """Cells in freezing order: stem (conv1 + bn1), layer1, ..., layer4."""
         return [[self.conv1, self.bn1], [self.layer1], [self.layer2], [self.layer3], [self.layer4]]
 
+    def cut(self, x, stage):
+        """``x``, the output of stage number ``stage`` (stem = 1), without gradient if that stage is frozen."""
+        return ops.stop_gradient(x) if stage <= self.frozen_stages else x
+
     def construct(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        c2 = self.layer1(x)
-        c3 = self.layer2(c2)
-        c4 = self.layer3(c3)
-        c5 = self.layer4(c4)
+        x = self.cut(self.maxpool(self.relu(self.bn1(self.conv1(x)))), 1)
+        c2 = self.cut(self.layer1(x), 2)
+        c3 = self.cut(self.layer2(c2), 3)
+        c4 = self.cut(self.layer3(c3), 4)
+        c5 = self.cut(self.layer4(c4), 5)
         return c2, c3, c4, c5
