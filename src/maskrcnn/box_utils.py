@@ -15,13 +15,15 @@ MAX_LOG_RATIO = abs(math.log(0.016))
 
 
 def expand_to(x, axis, shape):
-    """``x`` with a new axis at ``axis``, broadcast to ``shape``.
+    """``x`` with a new axis at ``axis``, repeated to ``shape``.
 
     MindSpore's CPU element-wise kernels are slow when two operands are broadcast along different
     axes, as in pairwise (N, 1) x (1, M) arithmetic (IoU of 2 x 16368 anchors x 128 GT: 0.52 s,
-    against 0.12 s with both operands broadcast to (N, M) first), so pairwise computations use this.
+    against 0.12 s with both operands expanded to (N, M) first), so pairwise computations use this.
+    ``tile`` rather than ``broadcast_to``: its CPU kernel is about 3x faster at these sizes.
     """
-    return ops.broadcast_to(ops.expand_dims(x, axis), shape)
+    x = ops.expand_dims(x, axis)
+    return ops.tile(x, tuple(s // d for s, d in zip(shape, x.shape)))
 
 
 def bbox_overlaps(boxes1, boxes2, valid2=None):
