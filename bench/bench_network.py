@@ -84,7 +84,7 @@ def run_case(case, height, width, batch, repeats, small_test_config, warmup=4):
     per = statistics.median(times)
     return {"case": case, "size": f"{height}x{width}", "batch": batch, "config": "small test" if small_test_config
             else "COCO (81 classes, BN)", "first_call_s": round(first, 2), "warmup_calls": warmup,
-            "repeats": repeats, "median_s": round(per, 3),
+            "repeats": repeats, "times_s": [round(t, 3) for t in times], "median_s": round(per, 3),
             "per_image_s": round(per / batch, 3), "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                                                                      / 2 ** 20, 2)}
 
