@@ -7,7 +7,7 @@ The heads are passed in as arguments so that they stay top-level cells of the ne
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.maskrcnn.feature_sampler import LevelPointSampler
+from src.maskrcnn.feature_sampler import LevelLayout, LevelPointSampler
 from src.maskrcnn.mask_targets import gt_mask_at_points
 from src.maskrcnn.rcnn_mask import masked_bce_loss, select_class, standard_mask_loss
 from src.pointrend.sampling_points import (box_points_to_image, point_sample, regular_grid_points,
@@ -23,6 +23,12 @@ class PointRendMaskBranch(nn.Cell):
         super().__init__()
         level = cfg.roi_align_featmap_strides.index(cfg.point_feature_stride)
         self.fine_sampler = LevelPointSampler(layout, level, cfg.point_feature_stride)
+        # inference samples the point head's projection of the fine level (see fine_projection),
+        # a table of that level's rows only
+        height, width = layout.heights[level], layout.widths[level]
+        self.fine_rows = (layout.starts[level], layout.starts[level] + layout.batch_size * height * width)
+        self.projected_sampler = LevelPointSampler(LevelLayout([(height, width)], layout.batch_size), 0,
+                                                   cfg.point_feature_stride)
         self.in_side = cfg.coarse_in_resolution
         self.out_side = cfg.coarse_out_resolution
         self.coarse_grid = ms.Tensor(regular_grid_points(self.in_side))
@@ -53,9 +59,10 @@ class PointRendMaskBranch(nn.Cell):
         feats = self.fine_sampler(table, batch_index, box_points_to_image(rois, self.coarse_grid))  # (R, S*S, C)
         return coarse_head(feats.reshape(r, self.in_side, self.in_side, feats.shape[2]))
 
-    def fine_features(self, table, batch_index, image_points):
-        """Fine features at image points for the point head: (R, C, P)."""
-        return ops.transpose(self.fine_sampler(table, batch_index, image_points), (0, 2, 1))
+    @staticmethod
+    def channels_first_samples(sampler, table, batch_index, image_points):
+        """``sampler``'s features at image points (R, P, 2), laid out for the point head: (R, C, P)."""
+        return ops.transpose(sampler(table, batch_index, image_points), (0, 2, 1))
 
     def losses(self, coarse_head, point_head, table, rois, batch_index, labels, weights, gt_masks, gt_boxes):
         """Coarse-mask and point losses on the positive RoIs.
@@ -77,7 +84,7 @@ class PointRendMaskBranch(nn.Cell):
         points = ops.stop_gradient(training_points(ops.stop_gradient(class_coarse), candidates, extra,
                                                    self.num_uncertain))
         image_points = box_points_to_image(rois, points)
-        fine = self.fine_features(table, batch_index, image_points)
+        fine = self.channels_first_samples(self.fine_sampler, table, batch_index, image_points)
         logits = point_head(fine, point_sample(coarse, points))  # (R, C, P)
         index = ops.broadcast_to(labels.reshape(r, 1, 1), (r, 1, logits.shape[2]))
         class_logits = ops.gather_elements(logits, 1, index)[:, 0]
@@ -93,13 +100,16 @@ class PointRendMaskBranch(nn.Cell):
         coarse = self.coarse_logits(coarse_head, table, boxes, batch_index)
         logits = ops.expand_dims(select_class(coarse, classes), 1)  # (R, 1, h, w)
         r = boxes.shape[0]
+        begin, end = self.fine_rows
+        projected = point_head.fine_projection(table[begin:end])  # (B * H * W, fc_dim)
         for predict in self.predict_steps:
             h, w = logits.shape[2] * 2, logits.shape[3] * 2
             logits = self.upsample(logits, (h, w))
             if predict:
                 num_points = min(self.subdivision_num_points, h * w)
                 index, points = uncertain_grid_points(logits[:, 0], num_points)
-                fine = self.fine_features(table, batch_index, box_points_to_image(boxes, points))
+                fine = self.channels_first_samples(self.projected_sampler, projected, batch_index,
+                                                   box_points_to_image(boxes, points))
                 refined = point_head.predict_class(fine, point_sample(coarse, points), classes)
                 flat = ops.tensor_scatter_elements(logits.reshape(r, h * w), index, refined, axis=1)
                 logits = flat.reshape(r, 1, h, w)

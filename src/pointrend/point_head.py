@@ -13,6 +13,7 @@ class StandardPointHead(nn.Cell):
 
     def __init__(self, fine_channels, fc_dim, num_fc, num_classes):
         super().__init__()
+        self.fine_channels = fine_channels
         layers = []
         in_dim = fine_channels + num_classes
         for _ in range(num_fc):
@@ -23,20 +24,51 @@ class StandardPointHead(nn.Cell):
         self.predictor = nn.Conv1d(in_dim, num_classes, 1, has_bias=True, weight_init=Normal(0.001),
                                    bias_init="zeros")
         self.relu = nn.ReLU()
+        self.matmul_t = ops.MatMul(transpose_b=True)
 
-    def hidden(self, fine, coarse):
-        """Last hidden features with the coarse features appended: (R, fc_dim + num_classes, P)."""
-        x = ops.concat([fine, coarse], 1)
-        for layer in self.seq:
-            x = ops.concat([self.relu(layer(x)), coarse], 1)
+    def hidden_after_first(self, first, coarse):
+        """Last hidden features (R, fc_dim + num_classes, P) from the first layer's pre-activation
+        ``first`` (R, fc_dim, P) and the coarse features (R, num_classes, P)."""
+        x = ops.concat([self.relu(first), coarse], 1)
+        for i in range(1, len(self.seq)):
+            x = ops.concat([self.relu(self.seq[i](x)), coarse], 1)
         return x
 
     def construct(self, fine, coarse):
-        return self.predictor(self.hidden(fine, coarse))
+        first = self.seq[0](ops.concat([fine, coarse], 1))
+        return self.predictor(self.hidden_after_first(first, coarse))
 
-    def predict_class(self, fine, coarse, classes):
-        """Logits of one class per RoI only (inference): (R, P) for classes (R,) int32."""
-        x = self.hidden(fine, coarse)
+    def fine_projection(self, rows):
+        """The first layer's fine-feature weights applied to feature rows, without bias.
+
+        Bilinear sampling with zero padding is linear, so sampling these projected rows equals
+        projecting sampled features. At inference the projection is therefore computed once per pixel
+        of the fine level and sampled at the points, instead of once per point (4 x 78,400 points for
+        100 masks against 64 x 64 pixels at 256x256 or 192 x 320 at 768x1280): a quarter of the
+        point head's multiply-adds.
+
+        Args:
+            rows: (T, fine_channels) feature rows (a flat feature table).
+        Returns:
+            (T, fc_dim).
+        """
+        weight = self.seq[0].weight
+        weight = weight.reshape(weight.shape[0], -1)[:, :self.fine_channels]
+        return self.matmul_t(rows, weight)
+
+    def predict_class(self, fine_projected, coarse, classes):
+        """Logits of one class per RoI only (inference).
+
+        Args:
+            fine_projected: (R, fc_dim, P) ``fine_projection`` rows sampled at the points;
+            coarse: (R, num_classes, P); classes: (R,) int32.
+        Returns:
+            (R, P).
+        """
+        weight = self.seq[0].weight[:, self.fine_channels:]  # (fc_dim, num_classes, 1, 1)
+        coarse_part = ops.squeeze(ops.conv2d(ops.expand_dims(coarse, 2), weight, self.seq[0].bias), 2)
+        first = fine_projected + coarse_part
+        x = self.hidden_after_first(first, coarse)
         weight = self.predictor.weight.reshape(self.predictor.weight.shape[0], -1)
         w = ops.gather(weight, classes, 0)  # (R, D)
         b = ops.gather(self.predictor.bias, classes, 0)  # (R,)

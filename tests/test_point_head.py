@@ -1,0 +1,31 @@
+"""Inference path of the point head (projected fine table, one class) against its training forward."""
+import numpy as np
+import mindspore as ms
+from mindspore import ops
+
+from src.maskrcnn.feature_sampler import LevelLayout, LevelPointSampler
+from src.pointrend.point_head import StandardPointHead
+
+
+def test_predict_class_on_projected_table_equals_full_forward():
+    rng = np.random.default_rng(3)
+    fine_channels, num_classes, h, w, stride = 8, 4, 6, 5, 4
+    head = StandardPointHead(fine_channels, fc_dim=6, num_fc=3, num_classes=num_classes)
+    for p in head.get_parameters():  # non-zero biases and O(1) weights, so every term matters
+        p.set_data(ms.Tensor(rng.standard_normal(p.shape).astype(np.float32) * 0.5))
+    table = ms.Tensor(rng.standard_normal((2 * h * w, fine_channels)).astype(np.float32))
+    sampler = LevelPointSampler(LevelLayout([(h, w)], 2), 0, stride)
+    # points inside and outside the 20 x 24 pixel image: outside points read zero features
+    points = ms.Tensor((rng.uniform(-0.3, 1.3, (3, 10, 2)) * np.array([w * stride, h * stride])).astype(np.float32))
+    batch_index = ms.Tensor(np.array([0, 1, 1], np.int32))
+    coarse = ms.Tensor(rng.standard_normal((3, num_classes, 10)).astype(np.float32))
+    classes = np.array([2, 0, 3], np.int32)
+
+    fine = ops.transpose(sampler(table, batch_index, points), (0, 2, 1))
+    full = head(fine, coarse).asnumpy()  # (R, K, P)
+    expected = full[np.arange(3), classes]
+
+    projected = ops.transpose(sampler(head.fine_projection(table), batch_index, points), (0, 2, 1))
+    got = head.predict_class(projected, coarse, ms.Tensor(classes)).asnumpy()
+    assert got.shape == (3, 10)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
