@@ -6,9 +6,9 @@
 Each case runs in its own process so that its peak RSS is its own. Times are the median of
 ``--repeats`` calls after the first call (graph compilation, reported apart) and an untimed
 warm-up of at least ``--warmup`` calls and ``--warmup-seconds`` seconds: MindSpore's CPU runtime
-takes a while to settle (train 768x1280 batch 2 measured 23.5, 20.8, 19.3, 19.0 s on calls 2-5,
-then 17.8-18.1 s; inference 256x256 still drifted from 2.7 to 2.2 s over calls 6-13), and the
-settled time is what a training run or an evaluation over a data set sees.
+takes a while to settle (train 768x1280 batch 2 on an earlier commit: 23.5, 20.8, 19.3, 19.0 s on
+calls 2-5, then 17.8-18.1 s), and the settled time is what a training run or an evaluation over a
+data set sees.
 Inference uses test_score_thr 0 so that test_max_per_img detections go through the mask head.
 """
 import argparse

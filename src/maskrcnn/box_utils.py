@@ -19,8 +19,8 @@ def expand_to(x, axis, shape):
 
     MindSpore's CPU element-wise kernels are slow when two operands are broadcast along different
     axes, as in pairwise (N, 1) x (1, M) arithmetic (IoU of 2 x 16368 anchors x 128 GT: 0.52 s,
-    against 0.12 s with both operands expanded to (N, M) first), so pairwise computations use this.
-    ``tile`` rather than ``broadcast_to``: its CPU kernel is about 3x faster at these sizes.
+    against 0.10 s with both operands expanded to (N, M) by ``broadcast_to`` first and 0.05 s with
+    ``tile``), so pairwise computations use this.
     """
     x = ops.expand_dims(x, axis)
     return ops.tile(x, tuple(s // d for s, d in zip(shape, x.shape)))

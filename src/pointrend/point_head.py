@@ -38,6 +38,12 @@ class StandardPointHead(nn.Cell):
         first = self.seq[0](ops.concat([fine, coarse], 1))
         return self.predictor(self.hidden_after_first(first, coarse))
 
+    def first_layer_weights(self):
+        """The first layer's weight split by input: fine (fc_dim, fine_channels) and coarse
+        (fc_dim, num_classes, 1, 1), the latter still in convolution layout."""
+        weight = self.seq[0].weight
+        return weight[:, :self.fine_channels].reshape(weight.shape[0], -1), weight[:, self.fine_channels:]
+
     def fine_projection(self, rows):
         """The first layer's fine-feature weights applied to feature rows, without bias.
 
@@ -52,9 +58,7 @@ class StandardPointHead(nn.Cell):
         Returns:
             (T, fc_dim).
         """
-        weight = self.seq[0].weight
-        weight = weight.reshape(weight.shape[0], -1)[:, :self.fine_channels]
-        return self.matmul_t(rows, weight)
+        return self.matmul_t(rows, self.first_layer_weights()[0])
 
     def predict_class(self, fine_projected, coarse, classes):
         """Logits of one class per RoI only (inference).
@@ -65,8 +69,8 @@ class StandardPointHead(nn.Cell):
         Returns:
             (R, P).
         """
-        weight = self.seq[0].weight[:, self.fine_channels:]  # (fc_dim, num_classes, 1, 1)
-        coarse_part = ops.squeeze(ops.conv2d(ops.expand_dims(coarse, 2), weight, self.seq[0].bias), 2)
+        coarse_weight = self.first_layer_weights()[1]
+        coarse_part = ops.squeeze(ops.conv2d(ops.expand_dims(coarse, 2), coarse_weight, self.seq[0].bias), 2)
         first = fine_projected + coarse_part
         x = self.hidden_after_first(first, coarse)
         weight = self.predictor.weight.reshape(self.predictor.weight.shape[0], -1)
