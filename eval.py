@@ -9,22 +9,20 @@ results.pkl.segm.json, coco_summary.txt, coco_per_category_ap.csv and boundary_a
 import os
 import time
 
-from src.runtime import run_main, setup_context
-
-EVAL_COLUMNS = ("img", "img_metas", "image_id", "orig_hw")
+from src.utils.runtime import run_main, setup_context
 
 
 def evaluate(cfg):
     import mindspore as ms
 
-    from src.dataset import create_maskrcnn_dataset
-    from src.inference import (CocoResultCollector, batches, build_detector, eval_inputs, outputs_to_numpy,
-                               split_images)
-    from src.progress import Progress
+    from src.config import require
+    from src.dataset import EVAL_COLUMNS, create_maskrcnn_dataset
+    from src.evaluation import CocoResultCollector
+    from src.inference import batches, build_detector, eval_inputs, outputs_to_numpy, split_images
+    from src.utils.progress import Progress
 
+    require(cfg, "checkpoint_path", "set --checkpoint_path=CHECKPOINT to evaluate")
     setup_context(cfg)
-    if not cfg.checkpoint_path:
-        raise FileNotFoundError("no checkpoint given: set --checkpoint_path=FILE")
     out_dir = os.path.abspath(cfg.eval_output_dir or ".")
     os.makedirs(out_dir, exist_ok=True)
     mindrecord, coco_gt, image_ids, categories = eval_inputs(cfg)
@@ -51,8 +49,8 @@ def evaluate(cfg):
 
 
 def main():
-    from src.model_utils.config import load_config
-    evaluate(load_config())
+    from src.config import load_config
+    evaluate(load_config(usage=__doc__))
 
 
 if __name__ == "__main__":

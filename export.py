@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from src.runtime import run_main, setup_context
+from src.utils.runtime import run_main, setup_context
 
 
 def export_mindir(cfg, file_name=None):
@@ -17,27 +17,24 @@ def export_mindir(cfg, file_name=None):
     import mindspore as ms
 
     from src.inference import build_detector
+    from src.utils.atomic_io import atomic_path
 
     net = build_detector(cfg, cfg.ckpt_file, cfg.batch_size_export)
     b = cfg.batch_size_export
     img = ms.Tensor(np.zeros((b, 3, cfg.img_height, cfg.img_width), np.float32))
     metas = ms.Tensor(np.tile(np.array([[cfg.img_height, cfg.img_width, 1.0, 1.0]], np.float32), (b, 1)))
-    base = os.path.abspath(file_name or cfg.file_name)
-    tmp = base + ".tmp"
-    ms.export(net, img, metas, file_name=tmp, file_format=cfg.file_format)
-    path = base + ".mindir"
-    os.replace(tmp + ".mindir", path)
+    path = os.path.abspath(file_name or cfg.file_name) + ".mindir"
+    with atomic_path(path) as tmp:
+        ms.export(net, img, metas, file_name=tmp, file_format=cfg.file_format)
     print(f"exported {path} (inputs img {list(img.shape)}, img_metas {list(metas.shape)})", flush=True)
     return path
 
 
 def main():
-    from src.model_utils.config import ConfigError, load_config
-    cfg = load_config()
-    if not cfg.ckpt_file:
-        raise ConfigError("config key 'ckpt_file': set --ckpt_file=CHECKPOINT to export")
-    if cfg.num_classes == 0:
-        raise ConfigError("config key 'num_classes': set it (background included) to export")
+    from src.config import load_config, require
+    cfg = load_config(usage=__doc__)
+    require(cfg, "ckpt_file", "set --ckpt_file=CHECKPOINT to export")
+    require(cfg, "num_classes", "set it (background included) to export")
     setup_context(cfg)
     export_mindir(cfg)
 

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from src.runtime import run_main, setup_context
+from src.utils.runtime import run_main, setup_context
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -46,19 +46,19 @@ def infer(cfg):
     import mindspore as ms
     from pycocotools import mask as mask_utils
 
+    from src.config import require
     from src.dataset import resolve_num_classes
     from src.dataset.transforms import EvalTransform
     from src.evaluation import detections_to_coco
-    from src.atomic_io import write_json_atomic
-    from src.inference import build_detector, outputs_to_numpy, split_images
-    from src.progress import Progress
-    from src.visualize import draw_instances, write_png
+    from src.inference import build_detector, outputs_to_numpy, pad_batch, split_images
+    from src.utils.atomic_io import write_json_atomic
+    from src.utils.progress import Progress
+    from src.utils.visualize import draw_instances, write_png
 
     setup_context(cfg)
     if cfg.mindrecord_dir and os.path.isfile(os.path.join(cfg.mindrecord_dir, "classes.json")):
         resolve_num_classes(cfg, cfg.mindrecord_dir)
-    if cfg.num_classes < 2:
-        raise FileNotFoundError("num_classes unknown: pass --mindrecord_dir with classes.json or --num_classes=N")
+    require(cfg, "num_classes", "unknown: pass --mindrecord_dir with classes.json or --num_classes=N")
     files = list_images(cfg.img_path)
     out_dir = os.path.abspath(cfg.result_path or "infer_result")
     os.makedirs(out_dir, exist_ok=True)
@@ -77,7 +77,7 @@ def infer(cfg):
             if image is None:
                 raise FileNotFoundError(f"cannot decode image {path}")
             rows.append((image, transform(data, 0, image.shape[0], image.shape[1])))
-        padded = rows + [rows[-1]] * (batch_size - len(rows))
+        padded = pad_batch(rows, batch_size)
         img = np.stack([r[1][0] for r in padded])
         metas = np.stack([r[1][1] for r in padded])
         outputs = outputs_to_numpy(net(ms.Tensor(img), ms.Tensor(metas)))
@@ -110,12 +110,10 @@ def infer(cfg):
 
 
 def main():
-    from src.model_utils.config import load_config
-    cfg = load_config()
-    if not cfg.checkpoint_path:
-        raise FileNotFoundError("no checkpoint given: set --checkpoint_path=FILE")
-    if not cfg.img_path:
-        raise FileNotFoundError("no input given: set --img_path=IMAGE_OR_FOLDER")
+    from src.config import load_config, require
+    cfg = load_config(usage=__doc__)
+    require(cfg, "checkpoint_path", "set --checkpoint_path=CHECKPOINT to run")
+    require(cfg, "img_path", "set --img_path=IMAGE_OR_FOLDER")
     infer(cfg)
 
 

@@ -18,20 +18,21 @@ import os
 
 import numpy as np
 
-from src.runtime import run_main, setup_context
+from src.utils.runtime import run_main, setup_context
 
 RAW_DTYPES = {"boxes": np.float32, "scores": np.float32, "labels": np.int32, "valid": np.uint8, "masks": np.float32}
 
 
 def write_raw(out_dir, image_id, det, img_meta, orig_hw):
-    """Write one image's outputs as raw files (each written to a temp name, then renamed)."""
+    """Write one image's outputs as raw files, each atomically (the meta file last: postprocess
+    looks for it)."""
+    from src.utils.atomic_io import atomic_open
+
     meta = np.concatenate([np.asarray(img_meta, np.float32), np.asarray(orig_hw, np.float32)])
-    arrays = [("meta", meta)] + [(str(i), det[name].astype(RAW_DTYPES[name]))
-                                 for i, name in enumerate(RAW_DTYPES)]
+    arrays = [(str(i), det[name].astype(RAW_DTYPES[name])) for i, name in enumerate(RAW_DTYPES)] + [("meta", meta)]
     for suffix, array in arrays:
-        path = os.path.join(out_dir, f"{image_id}_{suffix}.bin")
-        array.tofile(path + ".tmp")
-        os.replace(path + ".tmp", path)
+        with atomic_open(os.path.join(out_dir, f"{image_id}_{suffix}.bin"), "wb") as f:
+            f.write(array.tobytes())
 
 
 def read_raw(out_dir, image_id, max_dets):
@@ -58,17 +59,19 @@ def run_exported(cfg, mindrecord, out_dir):
     import mindspore as ms
     from mindspore import nn
 
-    from src.dataset import create_maskrcnn_dataset
+    from src.config import require
+    from src.dataset import EVAL_COLUMNS, create_maskrcnn_dataset
     from src.inference import OUTPUT_NAMES, batches, split_images
-    from src.progress import Progress
+    from src.utils.progress import Progress
 
+    require(cfg, "mindir_path", "set --mindir_path=MODEL.mindir (written by export.py) for --stage=infer or all")
     if not os.path.isfile(cfg.mindir_path):
         raise FileNotFoundError(f"mindir_path not found: {cfg.mindir_path!r}")
     graph = nn.GraphCell(ms.load(cfg.mindir_path))
     dataset = create_maskrcnn_dataset(cfg, mindrecord, batch_size=1, is_training=False,
                                       num_parallel_workers=cfg.num_parallel_workers)
     progress = Progress(dataset.get_dataset_size(), "run exported model", unit="images")
-    for batch, count in batches(dataset, cfg.batch_size_export, ("img", "img_metas", "image_id", "orig_hw")):
+    for batch, count in batches(dataset, cfg.batch_size_export, EVAL_COLUMNS):
         outputs = graph(ms.Tensor(batch["img"]), ms.Tensor(batch["img_metas"]))
         outputs = {name: x.asnumpy() for name, x in zip(OUTPUT_NAMES, outputs)}
         for i, det in enumerate(split_images(outputs, count)):
@@ -79,8 +82,8 @@ def run_exported(cfg, mindrecord, out_dir):
 
 def postprocess(cfg, coco_gt, image_ids, categories, out_dir):
     """Raw outputs in out_dir -> COCO json files and COCOeval tables; returns the stats dict."""
-    from src.inference import CocoResultCollector
-    from src.progress import Progress
+    from src.evaluation import CocoResultCollector
+    from src.utils.progress import Progress
 
     available = {int(os.path.basename(p).split("_")[0]) for p in glob.glob(os.path.join(out_dir, "*_meta.bin"))}
     missing = [i for i in image_ids if i not in available]
@@ -98,12 +101,11 @@ def postprocess(cfg, coco_gt, image_ids, categories, out_dir):
 
 
 def main():
+    from src.config import load_config, require
     from src.inference import eval_inputs
-    from src.model_utils.config import ConfigError, load_config
 
-    cfg = load_config()
-    if not cfg.result_path:
-        raise ConfigError("config key 'result_path': set the folder of the raw outputs")
+    cfg = load_config(usage=__doc__)
+    require(cfg, "result_path", "set the folder of the raw outputs")
     setup_context(cfg)
     out_dir = os.path.abspath(cfg.result_path)
     os.makedirs(out_dir, exist_ok=True)

@@ -7,7 +7,7 @@ its shard of the data and gradients are averaged. See README.md.
 """
 import os
 
-from src.runtime import run_main, setup_context
+from src.utils.runtime import run_main, setup_context
 
 
 def build_train_cell(cfg, net, steps_per_epoch):
@@ -15,8 +15,8 @@ def build_train_cell(cfg, net, steps_per_epoch):
     import mindspore as ms
     from mindspore import nn
 
-    from src.lr_schedule import dynamic_lr
-    from src.network_define import TrainOneStepCell, WithLossCell, split_decay_groups
+    from src.training.lr_schedule import dynamic_lr
+    from src.training.network_define import TrainOneStepCell, WithLossCell, split_decay_groups
 
     lr = dynamic_lr(cfg, steps_per_epoch)
     groups = split_decay_groups(net.trainable_params(), cfg.weight_decay, cfg.weight_decay_bias_norm)
@@ -29,9 +29,9 @@ def build_train_cell(cfg, net, steps_per_epoch):
 
 def train(cfg):
     from src.checkpoint_utils import load_pretrained, load_resume
-    from src.dataset import create_maskrcnn_dataset, ensure_mindrecord, resolve_num_classes
+    from src.dataset import TRAIN_COLUMNS, create_maskrcnn_dataset, ensure_mindrecord, resolve_num_classes
     from src.maskrcnn_pointrend_r50 import LOSS_NAMES, MaskRcnnPointRend
-    from src.train_monitor import CheckpointSaver, RankLogger, StepMonitor, TrainingError
+    from src.training.train_monitor import CheckpointSaver, RankLogger, StepMonitor, TrainingError
 
     setup_context(cfg)
     out_dir = os.path.abspath(cfg.save_checkpoint_path)
@@ -42,9 +42,6 @@ def train(cfg):
         log(f"MindRecord ready: {mindrecord}")
         return
     resolve_num_classes(cfg, os.path.dirname(mindrecord))
-    if cfg.dataset_sink_mode_flag:
-        log("dataset_sink_mode_flag is ignored: every step runs one batch, so the run has exactly "
-            "epoch_size x steps_per_epoch steps")
     dataset = create_maskrcnn_dataset(cfg, mindrecord, batch_size=cfg.batch_size, is_training=True,
                                       rank_id=cfg.rank_id, rank_size=cfg.device_num,
                                       num_parallel_workers=cfg.num_parallel_workers)
@@ -69,7 +66,6 @@ def train(cfg):
     save_every = max(1, int(round(cfg.save_checkpoint_epochs * steps_per_epoch)))
     log(f"training {total_steps} steps ({cfg.epoch_size} epochs x {steps_per_epoch} steps, batch {cfg.batch_size} "
         f"x {cfg.device_num} devices), starting at step {start}, {cfg.device_target}")
-    columns = ["img", "img_metas", "gt_bboxes", "gt_labels", "gt_valids", "gt_masks"]
     start_epoch, skip = divmod(start, steps_per_epoch)
     iterator = dataset.create_dict_iterator(num_epochs=cfg.epoch_size - start_epoch)
     step = start
@@ -77,7 +73,7 @@ def train(cfg):
         for index, batch in enumerate(iterator):
             if epoch == start_epoch and index < skip:
                 continue
-            losses = train_cell(*[batch[c] for c in columns])
+            losses = train_cell(*[batch[c] for c in TRAIN_COLUMNS])
             step += 1
             values = [float(x.asnumpy()) for x in losses]
             finite = monitor.step(step, float(lr[step - 1]), values)
@@ -93,8 +89,8 @@ def train(cfg):
 
 
 def main():
-    from src.model_utils.config import load_config
-    train(load_config())
+    from src.config import load_config
+    train(load_config(usage=__doc__))
 
 
 if __name__ == "__main__":

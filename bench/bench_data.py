@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_data.py [--images 600] [--root DIR] [--batches 40]
 
-1. Writes a toy COCO set of COCO-like 640x480 images (``src.toy_data``; reused if --root has one).
+1. Writes a toy COCO set of COCO-like 640x480 images (``src.demo.toy_data``; reused if --root has one).
 2. Converts it with 1 and 2 worker processes: images/s (total and per worker) and
    MindRecord bytes (shards + index files) / JPEG bytes of the converted images.
 3. Runs the training pipeline (768x1280 canvas, flip and expand as configured, G = 128, S = 112) and
@@ -19,14 +19,14 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from src.runtime import cap_onednn_isa  # noqa: E402
+from src.utils.runtime import cap_onednn_isa  # noqa: E402
 
 cap_onednn_isa()
 
-from src import toy_data  # noqa: E402
+from src.demo import toy_data  # noqa: E402
 from src.dataset import create_maskrcnn_dataset  # noqa: E402
 from src.dataset.mindrecord_writer import convert_coco_to_mindrecord  # noqa: E402
-from src.model_utils.config import config_from_dict  # noqa: E402
+from src.config import config_from_dict  # noqa: E402
 
 
 def bench_conversion(cfg, workers):

@@ -6,8 +6,8 @@
 Each case runs in its own process so that its peak RSS is its own. Times are the median of
 ``--repeats`` calls after the first call (graph compilation, reported apart) and an untimed
 warm-up of at least ``--warmup`` calls and ``--warmup-seconds`` seconds: MindSpore's CPU runtime
-takes a while to settle (train 768x1280 batch 2 on an earlier commit: 23.5, 20.8, 19.3, 19.0 s on
-calls 2-5, then 17.8-18.1 s), and the settled time is what a training run or an evaluation over a
+takes a while to settle (the first few calls after compilation are slower; every timed call is
+printed so that this shows), and the settled time is what a training run or an evaluation over a
 data set sees.
 Inference uses test_score_thr 0 so that test_max_per_img detections go through the mask head.
 """
@@ -41,16 +41,15 @@ def machine():
 
 def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, warmup_seconds=30.0):
     sys.path.insert(0, ROOT)
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    from src.runtime import cap_onednn_isa
+    from src.utils.runtime import cap_onednn_isa
     cap_onednn_isa()
     import mindspore as ms
     from mindspore import nn
-    from synthetic import SMALL, synthetic_batch
 
+    from src.config import config_from_dict
+    from src.demo.synthetic_batch import SMALL, synthetic_batch
     from src.maskrcnn_pointrend_r50 import MaskRcnnPointRend
-    from src.model_utils.config import config_from_dict
-    from src.network_define import TrainOneStepCell, WithLossCell, split_decay_groups
+    from src.training.network_define import TrainOneStepCell, WithLossCell, split_decay_groups
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")

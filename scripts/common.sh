@@ -49,10 +49,11 @@ optional_file() {
     echo "$path"
 }
 
-# not_mask_arg VALUE: the train/eval option for the original's NOT_MASK argument.
+# not_mask_arg VALUE: the train/eval option for the original's NOT_MASK argument: nothing for False
+# (the only version there is), --not_mask=True for True (which train.py and eval.py refuse, saying why).
 not_mask_arg() {
     case "$1" in
-        ""|False|false|0) echo "--not_mask=False" ;;
+        ""|False|false|0) echo "" ;;
         True|true|1) echo "--not_mask=True" ;;
         *) echo "error: NOT_MASK must be True or False, got '$1'" >&2; exit 1 ;;
     esac

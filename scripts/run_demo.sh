@@ -23,7 +23,7 @@ start=$(date +%s)
 
 echo "== 1/4 toy data -> $DATA"
 if [ ! -f "$DATA/annotations/instances_val2017.json" ]; then
-    "$PYTHON" -m src.toy_data --out "$DATA" --train "${TRAIN_IMAGES:-300}" --val "${VAL_IMAGES:-24}" --seed "${SEED:-1}"
+    "$PYTHON" -m src.demo.toy_data --out "$DATA" --train "${TRAIN_IMAGES:-300}" --val "${VAL_IMAGES:-24}" --seed "${SEED:-1}"
 fi
 
 echo "== 2/4 MindRecord conversion and training -> $TRAIN_DIR"
@@ -39,7 +39,7 @@ echo "== 3/4 evaluation of $CKPT -> $EVAL_DIR"
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "error: evaluation failed (see $EVAL_DIR/eval.log)" >&2; exit 1; }
 
 echo "== 4/4 prediction vs ground truth pictures -> $OUT_DIR/overlays"
-(cd "$REPO_DIR" && "$PYTHON" -m src.demo_report --ann_file="$DATA/annotations/instances_val2017.json" \
+(cd "$REPO_DIR" && "$PYTHON" -m src.demo.demo_report --ann_file="$DATA/annotations/instances_val2017.json" \
     --image_dir="$DATA/val2017" --segm_json="$EVAL_DIR/results.pkl.segm.json" --out_dir="$OUT_DIR/overlays")
 
 echo

@@ -27,4 +27,4 @@ run_logged "$LOG_DIR/train_dist.log" mpirun --allow-run-as-root -n "$DEVICE_NUM"
     --output-filename log_output --merge-stderr-to-stdout \
     "$PYTHON" -u "$REPO_DIR/train.py" --device_target=GPU --run_distribute=True \
     --coco_root="$DATA_PATH" --mindrecord_dir="$MINDRECORD_PATH" --pre_trained="$PRETRAINED_PATH" \
-    --save_checkpoint_path="$LOG_DIR" "$NOT_MASK" "${EXTRA[@]}"
+    --save_checkpoint_path="$LOG_DIR" ${NOT_MASK:+"$NOT_MASK"} "${EXTRA[@]}"

@@ -18,4 +18,4 @@ export CUDA_VISIBLE_DEVICES="$DEVICE_ID"
 cd "$EVAL_DIR"
 run_logged "$EVAL_DIR/eval.log" "$PYTHON" -u "$REPO_DIR/eval.py" --device_target="${DEVICE_TARGET:-GPU}" --device_id=0 \
     --coco_root="$DATA_PATH" --mindrecord_dir="$MINDRECORD_PATH" --checkpoint_path="$CHECKPOINT_PATH" \
-    --eval_output_dir="$EVAL_DIR" "$NOT_MASK" "${EXTRA[@]}"
+    --eval_output_dir="$EVAL_DIR" ${NOT_MASK:+"$NOT_MASK"} "${EXTRA[@]}"

@@ -17,4 +17,4 @@ export RANK_ID=0 RANK_SIZE=1
 cd "$LOG_DIR"
 run_logged "$LOG_DIR/train.log" "$PYTHON" -u "$REPO_DIR/train.py" --device_target=GPU --device_id=0 \
     --coco_root="$DATA_PATH" --mindrecord_dir="$MINDRECORD_PATH" --pre_trained="$PRETRAINED_PATH" \
-    --save_checkpoint_path="$LOG_DIR" "$NOT_MASK" "${EXTRA[@]}"
+    --save_checkpoint_path="$LOG_DIR" ${NOT_MASK:+"$NOT_MASK"} "${EXTRA[@]}"

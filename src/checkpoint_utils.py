@@ -3,13 +3,15 @@ import os
 
 import mindspore as ms
 
+from src.utils.errors import UserError
+
 OPTIMIZER_KEYS = ("learning_rate", "global_step", "momentum")
 OPTIMIZER_PREFIXES = ("moments.", "accum.", "stat.")
 NETWORK_PREFIXES = ("backbone.", "fpn_ncek.", "rpn_with_loss.", "rcnn_cls.", "rcnn_mask.", "mask_coarse_head.",
                     "mask_point_head.")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing or does not fit the network (one-line message)."""
 
 

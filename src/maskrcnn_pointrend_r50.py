@@ -6,29 +6,27 @@ their masks. Both run in GRAPH_MODE with fixed shapes taken from the config.
 import numpy as np
 
 import mindspore as ms
-from mindspore import nn, ops
+from mindspore import nn
 
+from src.config import ConfigError
+from src.layers.feature_table import LevelLayout, flatten_levels
+from src.layers.roi_align import MultiLevelRoIAlign, rois_with_index
+from src.layers.tensor_utils import batch_index_of, gather_rows
 from src.maskrcnn.anchor_generator import multi_level_anchors
-from src.maskrcnn.bbox_assign_sample_stage2 import BboxAssignSampleForRcnn, gather_rows
+from src.maskrcnn.bbox_assign_sample_stage2 import BboxAssignSampleForRcnn
 from src.maskrcnn.box_postprocess import DetectionPostprocess
-from src.maskrcnn.feature_sampler import LevelLayout, MultiLevelRoIAlign, flatten_levels
 from src.maskrcnn.fpn_neck import FeatPyramidNeck
+from src.maskrcnn.mask_branch import StandardMaskBranch
 from src.maskrcnn.proposal_generator import Proposal
 from src.maskrcnn.rcnn_cls import RcnnCls, rcnn_box_losses
-from src.maskrcnn.rcnn_mask import RcnnMask, select_class, standard_mask_loss
+from src.maskrcnn.rcnn_mask import RcnnMask
 from src.maskrcnn.resnet50 import ResNetFea
 from src.maskrcnn.rpn import RPN, RpnLoss
 from src.pointrend.coarse_mask_head import CoarseMaskHead
 from src.pointrend.mask_branch import PointRendMaskBranch
 from src.pointrend.point_head import StandardPointHead
-from src.pointrend.sampling_points import regular_grid_points
 
 LOSS_NAMES = ("rpn_cls", "rpn_reg", "rcnn_cls", "rcnn_reg", "mask_coarse", "mask_point")
-
-
-def batch_index_of(batch, per_image):
-    """(batch * per_image,) int32 image index of each flattened row."""
-    return ms.Tensor(np.repeat(np.arange(batch, dtype=np.int32), per_image))
 
 
 class MaskRcnnPointRend(nn.Cell):
@@ -48,44 +46,42 @@ class MaskRcnnPointRend(nn.Cell):
     def __init__(self, cfg, batch_size):
         super().__init__()
         if cfg.num_classes < 2:
-            raise ValueError("num_classes must be set (background + classes) before building the network")
+            raise ConfigError("config key 'num_classes': set it (background included) or let the data set it "
+                              "before building the network")
         self.num_classes = cfg.num_classes
         self.batch_size = batch_size
-        self.use_pointrend = cfg.mask_head == "pointrend"
         self.backbone = ResNetFea(cfg.resnet_block, cfg.resnet_in_channels, cfg.resnet_out_channels,
                                   cfg.backbone_norm, cfg.freeze_at)
         self.fpn_ncek = FeatPyramidNeck(cfg.fpn_in_channels, cfg.fpn_out_channels, cfg.fpn_num_outs)
         self.rpn_with_loss = RPN(cfg.rpn_in_channels, cfg.rpn_feat_channels, cfg.num_anchors,
                                  cfg.rpn_cls_out_channels)
         self.rcnn_cls = RcnnCls(cfg, self.num_classes)
+        # The standard head exists with both mask branches, so that the model-zoo Mask R-CNN
+        # checkpoint loads key for key; PointRend leaves it unused and frozen.
         self.rcnn_mask = RcnnMask(cfg, self.num_classes)
-        if self.use_pointrend:
+        use_pointrend = cfg.mask_head == "pointrend"
+        if use_pointrend:
             self.mask_coarse_head = CoarseMaskHead(cfg.fpn_out_channels, cfg.coarse_conv_dim, cfg.coarse_fc_dim,
                                                    cfg.coarse_num_fc, cfg.coarse_out_resolution, self.num_classes)
             self.mask_point_head = StandardPointHead(cfg.fpn_out_channels, cfg.point_fc_dim, cfg.point_num_fc,
                                                      self.num_classes)
 
         anchors = multi_level_anchors(cfg.feature_shapes, cfg.anchor_strides, cfg.anchor_scales, cfg.anchor_ratios)
-        num_roi_levels = len(cfg.roi_align_featmap_strides)
-        roi_shapes = cfg.feature_shapes[:num_roi_levels]
-        self.num_roi_levels = num_roi_levels
+        self.num_roi_levels = len(cfg.roi_align_featmap_strides)
+        roi_shapes = cfg.feature_shapes[:self.num_roi_levels]
         self.rpn_loss = RpnLoss(cfg, np.concatenate(anchors, 0))
         self.proposal_train = Proposal(cfg, anchors, training=True)
         self.proposal_test = Proposal(cfg, anchors, training=False)
         self.sampler_stage2 = BboxAssignSampleForRcnn(cfg)
-        roi = cfg.roi_layer
-        strides = cfg.roi_align_featmap_strides
-        self.roi_align = MultiLevelRoIAlign(roi_shapes, strides, batch_size, roi.out_size, roi.sample_num,
+        self.roi_align = MultiLevelRoIAlign(roi_shapes, cfg.roi_align_featmap_strides, batch_size,
+                                            cfg.roi_layer.out_size, cfg.roi_layer.sample_num,
                                             cfg.roi_align_finest_scale)
         self.postprocess = DetectionPostprocess(cfg, self.num_classes, self.proposal_test.num_proposals)
-        if self.use_pointrend:
-            self.mask_branch = PointRendMaskBranch(cfg, LevelLayout(roi_shapes, batch_size))
+        if use_pointrend:
+            self.mask_branch = PointRendMaskBranch(cfg, LevelLayout(roi_shapes, batch_size), self.mask_coarse_head,
+                                                   self.mask_point_head)
         else:
-            self.roi_align_mask = MultiLevelRoIAlign(roi_shapes, strides, batch_size, roi.mask_out_size,
-                                                     roi.sample_num, cfg.roi_align_finest_scale)
-            self.mask_side = cfg.mask_shape[0]
-            self.mask_sample_num = roi.sample_num
-            self.mask_grid = ms.Tensor(regular_grid_points(self.mask_side * roi.sample_num))
+            self.mask_branch = StandardMaskBranch(cfg, roi_shapes, batch_size, self.rcnn_mask)
 
         num_candidates = cfg.max_instance_count + self.proposal_train.num_proposals
         slots = min(cfg.num_expected_total_stage2, num_candidates)
@@ -94,18 +90,16 @@ class MaskRcnnPointRend(nn.Cell):
         self.pos_roi_index = batch_index_of(batch_size, self.num_pos_slots)
         self.test_roi_index = batch_index_of(batch_size, self.proposal_test.num_proposals)
         self.det_index = batch_index_of(batch_size, self.postprocess.max_per_img)
-        self.freeze(cfg)
+        self.freeze(cfg.freeze_at, cfg.train_heads_only, unused=[self.rcnn_mask] if use_pointrend else [])
 
-    def freeze(self, cfg):
+    def freeze(self, freeze_at, train_heads_only, unused):
         """Stop gradients by module: backbone stages below ``freeze_at``; with ``train_heads_only``
-        everything but the mask heads (the original's schedule); the unused mask head always."""
-        frozen = []
-        for cells in self.backbone.stage_cells()[:cfg.freeze_at]:
+        everything but the mask heads (the original's schedule); the ``unused`` cells always."""
+        frozen = list(unused)
+        for cells in self.backbone.stage_cells()[:freeze_at]:
             frozen.extend(cells)
-        if cfg.train_heads_only:
+        if train_heads_only:
             frozen.extend([self.backbone, self.fpn_ncek, self.rpn_with_loss, self.rcnn_cls])
-        if self.use_pointrend:
-            frozen.append(self.rcnn_mask)
         for cell in frozen:
             for param in cell.get_parameters():
                 param.requires_grad = False
@@ -127,8 +121,7 @@ class MaskRcnnPointRend(nn.Cell):
         proposals, proposal_valid = self.proposal_train(rpn_cls, rpn_reg, img_metas)
         rois, labels, valid, bbox_targets, gt_index = self.sampler_stage2(proposals, proposal_valid, gt_bboxes,
                                                                           gt_labels, gt_valids)
-        roi_feats = self.roi_align(table, ops.concat([ops.cast(self.train_roi_index, ms.float32).reshape(-1, 1),
-                                                      rois.reshape(-1, 4)], 1))
+        roi_feats = self.roi_align(table, rois_with_index(self.train_roi_index, rois.reshape(-1, 4)))
         cls_logits, deltas = self.rcnn_cls(roi_feats)
         loss_cls, loss_reg = rcnn_box_losses(cls_logits, deltas, labels.reshape(-1), valid.reshape(-1),
                                              bbox_targets.reshape(-1, 4), self.num_classes)
@@ -141,33 +134,17 @@ class MaskRcnnPointRend(nn.Cell):
         pos_gt_masks = gather_rows(gt_masks, gt_index[:, :n])
         pos_gt_masks = pos_gt_masks.reshape((-1,) + pos_gt_masks.shape[2:])
         pos_gt_boxes = gather_rows(gt_bboxes, gt_index[:, :n]).reshape(-1, 4)
-        if self.use_pointrend:
-            loss_mask, loss_point = self.mask_branch.losses(self.mask_coarse_head, self.mask_point_head, table,
-                                                            pos_rois, self.pos_roi_index, pos_labels, pos_weights,
-                                                            pos_gt_masks, pos_gt_boxes)
-        else:
-            mask_feats = self.roi_align_mask(table, ops.concat(
-                [ops.cast(self.pos_roi_index, ms.float32).reshape(-1, 1), pos_rois], 1))
-            loss_mask = standard_mask_loss(self.rcnn_mask(mask_feats), pos_labels, pos_weights, pos_gt_masks,
-                                           pos_gt_boxes, pos_rois, self.mask_grid, self.mask_side,
-                                           self.mask_sample_num)
-            loss_point = ops.zeros((), ms.float32)
+        loss_mask, loss_point = self.mask_branch.losses(table, pos_rois, self.pos_roi_index, pos_labels, pos_weights,
+                                                        pos_gt_masks, pos_gt_boxes)
         return loss_rpn_cls, loss_rpn_reg, loss_cls, loss_reg, loss_mask, loss_point
 
     def detect(self, img, img_metas):
         pyramid, table = self.features(img)
         rpn_cls, rpn_reg = self.rpn_with_loss(pyramid)
         proposals, proposal_valid = self.proposal_test(rpn_cls, rpn_reg, img_metas)
-        rois = ops.concat([ops.cast(self.test_roi_index, ms.float32).reshape(-1, 1), proposals.reshape(-1, 4)], 1)
+        rois = rois_with_index(self.test_roi_index, proposals.reshape(-1, 4))
         cls_logits, deltas = self.rcnn_cls(self.roi_align(table, rois))
         boxes, scores, labels, valid = self.postprocess(proposals, proposal_valid, cls_logits, deltas, img_metas)
-        flat_boxes = boxes.reshape(-1, 4)
-        flat_labels = labels.reshape(-1)
-        if self.use_pointrend:
-            masks = self.mask_branch.predict(self.mask_coarse_head, self.mask_point_head, table, flat_boxes,
-                                             self.det_index, flat_labels)
-        else:
-            det_rois = ops.concat([ops.cast(self.det_index, ms.float32).reshape(-1, 1), flat_boxes], 1)
-            masks = ops.sigmoid(select_class(self.rcnn_mask(self.roi_align_mask(table, det_rois)), flat_labels))
+        masks = self.mask_branch.predict(table, boxes.reshape(-1, 4), self.det_index, labels.reshape(-1))
         masks = masks.reshape((boxes.shape[0], boxes.shape[1]) + masks.shape[1:])
         return boxes, scores, labels, valid, masks

@@ -6,7 +6,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from src.runtime import cap_onednn_isa  # noqa: E402
+from src.utils.runtime import cap_onednn_isa  # noqa: E402
 
 cap_onednn_isa()
 

@@ -3,7 +3,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import ops
 
-from src.maskrcnn.box_utils import bbox_overlaps, clip_boxes, decode_deltas, encode_deltas
+from src.layers.box_utils import bbox_overlaps, clip_boxes, decode_deltas, encode_deltas
 
 
 def random_boxes(rng, n, size=200.0):

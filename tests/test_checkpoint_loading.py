@@ -8,7 +8,7 @@ import mindspore as ms
 
 from src.checkpoint_utils import CheckpointError, load_pretrained
 from src.maskrcnn_pointrend_r50 import MaskRcnnPointRend
-from src.model_utils.config import load_config
+from src.config import load_config
 from test_param_table import TSV
 
 

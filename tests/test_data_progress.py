@@ -1,7 +1,7 @@
 """The progress helper used by conversion, training and evaluation."""
 import io
 
-from src.progress import Progress, format_duration
+from src.utils.progress import Progress, format_duration
 
 
 def test_format_duration():
@@ -12,7 +12,7 @@ def test_format_duration():
 
 def test_progress_prints_rate_and_eta(monkeypatch):
     clock = [100.0]
-    monkeypatch.setattr("src.progress.time.perf_counter", lambda: clock[0])
+    monkeypatch.setattr("src.utils.progress.time.perf_counter", lambda: clock[0])
     out = io.StringIO()
     progress = Progress(100, "convert train", unit="images", interval=5.0, stream=out)
     clock[0] += 2.0

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from src import toy_data
+from src.demo import toy_data
 from src.dataset import (DatasetError, ann_file_path, check_annotations_match, create_maskrcnn_dataset,
                          ensure_mindrecord, first_shard_path, label_to_category, load_class_map, resolve_num_classes)
 from src.dataset.mindrecord_writer import convert_coco_to_mindrecord
 from src.dataset.transforms import TrainTransform
-from src.model_utils.config import config_from_dict
+from src.config import ConfigError, config_from_dict
 
 MEAN = np.array([123.675, 116.28, 103.53], np.float32)
 STD = np.array([58.395, 57.12, 57.375], np.float32)
@@ -220,7 +220,7 @@ def test_classes_mapping_and_num_classes(toy):
     cfg = small_config(toy["root"], toy["dir"], num_classes=6)
     resolve_num_classes(cfg)
     cfg = small_config(toy["root"], toy["dir"], num_classes=81)
-    with pytest.raises(DatasetError, match="'num_classes' is 81 but the data set has 5 categories"):
+    with pytest.raises(ConfigError, match="'num_classes' is 81 but the data set has 5 categories"):
         resolve_num_classes(cfg)
 
 

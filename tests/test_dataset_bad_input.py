@@ -12,11 +12,12 @@ import pytest
 from mindspore.mindrecord import FileWriter
 from pycocotools import mask as mask_utils
 
-from src import toy_data
-from src.dataset import DatasetError, ensure_mindrecord, first_shard_path, mindrecord_path
+from src.demo import toy_data
+from src.dataset import ensure_mindrecord, first_shard_path, mindrecord_path
 from src.dataset import mindrecord_writer
 from src.dataset.mindrecord_writer import convert_coco_to_mindrecord
-from src.model_utils.config import config_from_dict
+from src.config import config_from_dict
+from src.utils.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_INSTANCES = 4
@@ -147,7 +148,7 @@ def test_eval_conversion_keeps_images_without_annotations(bad_coco, tmp_path):
 
 
 def one_line_error(call, *needles):
-    with pytest.raises(DatasetError) as info:
+    with pytest.raises(UserError) as info:
         call()
     message = str(info.value)
     assert "\n" not in message
@@ -185,15 +186,31 @@ def test_conversion_failing_midway_leaves_nothing_and_reruns(bad_coco, tmp_path,
     def failing(self, rows, *args, **kwargs):
         calls.append(len(rows))
         if len(calls) == 2:
-            raise RuntimeError("disk full")
+            # what MindSpore raises when a shard cannot be written: a multi-line C++ report
+            raise RuntimeError("Unexpected error. Failed to write the page of a shard.\n\n"
+                               "- C++ Call Stack: (For framework developers)\nshard_writer.cc:123 WriteRawData")
         return original(self, rows, *args, **kwargs)
 
     monkeypatch.setattr(mindrecord_writer, "WRITE_BATCH", 1)
     monkeypatch.setattr(FileWriter, "write_raw_data", failing)
-    with pytest.raises(RuntimeError, match="disk full"):
-        ensure_mindrecord(cfg, True)
+    one_line_error(lambda: ensure_mindrecord(cfg, True),
+                   f"cannot write the MindRecord files in {tmp_path}: Unexpected error. Failed to write the page")
     assert os.listdir(tmp_path) == [] and first_shard_path(cfg, True) is None
     monkeypatch.setattr(FileWriter, "write_raw_data", original)
+    assert len(rows_by_id(ensure_mindrecord(cfg, True))) == 4
+
+
+def test_conversion_checks_free_space_before_it_starts(bad_coco, tmp_path, monkeypatch):
+    root, _ = bad_coco
+    cfg = config(root, str(tmp_path))
+    real = shutil.disk_usage
+    images = sum(os.path.getsize(os.path.join(root, "train2017", f)) for f in os.listdir(os.path.join(root, "train2017")))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=images // 2))
+    calls = []
+    monkeypatch.setattr(mindrecord_writer, "_rows", lambda *a: calls.append(a) or iter(()))
+    message = one_line_error(lambda: ensure_mindrecord(cfg, True), f"not enough free space in {tmp_path}")
+    assert "MB needed" in message and not calls and os.listdir(tmp_path) == []
+    monkeypatch.undo()
     assert len(rows_by_id(ensure_mindrecord(cfg, True))) == 4
 
 
@@ -203,7 +220,7 @@ sys.path.insert(0, {root!r})
 from mindspore.mindrecord import FileWriter
 from pycocotools import mask as mask_utils
 from src.dataset import mindrecord_writer
-from src.model_utils.config import config_from_dict
+from src.config import config_from_dict
 original = FileWriter.write_raw_data
 def write_then_hang(self, rows, *args, **kwargs):
     original(self, rows, *args, **kwargs)

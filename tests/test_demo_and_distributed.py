@@ -10,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SMALL_NET = ["--img_height=128", "--img_width=160", "--resnet_block=[1,1,1,1]", "--max_instance_count=8",
              "--gt_mask_size=28", "--rpn_proposal_nms_pre=200", "--rpn_proposal_max_num=200",
-             "--rpn_proposal_nms_post=200", "--rpn_nms_pre=100", "--rpn_max_num=100", "--rpn_nms_post=100",
+             "--rpn_nms_pre=100", "--rpn_max_num=100",
              "--num_expected_pos_stage2=16", "--num_expected_neg_stage2=48", "--num_expected_total_stage2=64",
              "--test_nms_pre=200", "--test_max_per_img=10", "--epoch_size=1", "--total_epoch=1", "--log_interval=1"]
 
@@ -38,7 +38,7 @@ def test_demo_produces_every_output(tmp_path):
 def test_cpu_data_parallel_replicas_stay_identical(tmp_path):
     import mindspore as ms
     data = tmp_path / "data"
-    subprocess.run([sys.executable, "-m", "src.toy_data", "--out", str(data), "--train", "8", "--val", "1",
+    subprocess.run([sys.executable, "-m", "src.demo.toy_data", "--out", str(data), "--train", "8", "--val", "1",
                     "--seed", "3"], cwd=ROOT, check=True, capture_output=True)
     log_dir = tmp_path / "dist"
     run_script(["scripts/run_distribute_train_cpu.sh", str(data), str(tmp_path / "mr"), *SMALL_NET,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from src.atomic_io import write_json_atomic
+from src.utils.atomic_io import write_json_atomic
 from src.evaluation.coco_metrics import PER_CATEGORY_FILE, SUMMARY_FILE, evaluate_coco, load_results
 from src.evaluation.coco_results import (detections_to_coco, ground_truth_as_results, label_to_category_map,
                                          write_coco_results)

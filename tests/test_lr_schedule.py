@@ -4,12 +4,14 @@ import math
 import numpy as np
 import pytest
 
-from src.lr_schedule import dynamic_lr
-from src.model_utils.config import load_config
+from src.training.lr_schedule import dynamic_lr
+from src.config import load_config
 
 
-def cfg_for(*argv):
-    return load_config(["--device_target=CPU", *argv])
+def cfg_for(*argv, device_num=1):
+    cfg = load_config(["--device_target=CPU", *argv])
+    cfg.device_num = device_num  # what setup_context sets from the launcher in a distributed run
+    return cfg
 
 
 def test_cosine_closed_form_first_warmup_middle_last():
@@ -30,11 +32,11 @@ def test_cosine_closed_form_first_warmup_middle_last():
 
 def test_step_decay_and_linear_scaling():
     cfg = cfg_for("--lr_schedule=step", "--base_lr=0.02", "--warmup_step=10", "--lr_steps=[0.5,0.75]",
-                  "--lr_gamma=0.1", "--total_epoch=1", "--epoch_size=1", "--batch_size=2", "--device_num=8",
-                  "--lr_reference_batch=16")
+                  "--lr_gamma=0.1", "--total_epoch=1", "--epoch_size=1", "--batch_size=2",
+                  "--lr_reference_batch=16", device_num=8)
     lr = dynamic_lr(cfg, steps_per_epoch=100)
     assert lr[10] == pytest.approx(0.02)  # 2 x 8 = 16 images per step: scale 1
     assert lr[49] == pytest.approx(0.02) and lr[50] == pytest.approx(0.002) and lr[75] == pytest.approx(0.0002)
-    cfg = cfg_for("--base_lr=0.02", "--batch_size=4", "--device_num=8", "--lr_reference_batch=16",
-                  "--warmup_step=0", "--total_epoch=1", "--epoch_size=1")
+    cfg = cfg_for("--base_lr=0.02", "--batch_size=4", "--lr_reference_batch=16",
+                  "--warmup_step=0", "--total_epoch=1", "--epoch_size=1", device_num=8)
     assert dynamic_lr(cfg, 10)[0] == pytest.approx(0.04)

@@ -4,9 +4,9 @@ import pytest
 import mindspore as ms
 
 from src.maskrcnn_pointrend_r50 import LOSS_NAMES, MaskRcnnPointRend
-from src.network_define import TrainOneStepCell, WithLossCell, split_decay_groups
+from src.training.network_define import TrainOneStepCell, WithLossCell, split_decay_groups
 from mindspore import nn
-from synthetic import small_config, synthetic_batch
+from src.demo.synthetic_batch import small_config, synthetic_batch
 
 TRAIN_KEYS = ("img", "img_metas", "gt_bboxes", "gt_labels", "gt_valids", "gt_masks")
 

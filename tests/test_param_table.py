@@ -2,18 +2,15 @@
 import json
 import os
 
-import pytest
 
 from src.maskrcnn_pointrend_r50 import MaskRcnnPointRend
-from src.model_utils.config import load_config
+from src.config import load_config
 
-TSV = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "reference",
-                   "modelzoo_maskrcnn_r50_params.tsv")
+# the model zoo's Mask R-CNN R50 checkpoint: name, shape and flags of each of its tensors
+TSV = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "modelzoo_maskrcnn_r50_params.tsv")
 
 
 def read_table():
-    if not os.path.isfile(TSV):
-        pytest.fail(f"parameter table not found: {TSV}")
     with open(TSV, encoding="utf-8") as f:
         rows = [line.rstrip("\n").split("\t") for line in f][1:]
     network = [r for r in rows if not r[2].startswith("OPTIMIZER")]

@@ -3,7 +3,8 @@ import numpy as np
 import mindspore as ms
 from mindspore import ops
 
-from src.maskrcnn.feature_sampler import LevelLayout, LevelPointSampler
+from src.layers.feature_table import LevelLayout
+from src.layers.point_sample import LevelPointSampler
 from src.pointrend.point_head import StandardPointHead
 
 

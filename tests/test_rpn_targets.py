@@ -3,8 +3,8 @@ import numpy as np
 import mindspore as ms
 
 from src.maskrcnn.bbox_assign_sample import BboxAssignSample
-from src.maskrcnn.box_utils import encode_deltas
-from synthetic import small_config
+from src.layers.box_utils import encode_deltas
+from src.demo.synthetic_batch import small_config
 
 
 def numpy_iou(a, b):

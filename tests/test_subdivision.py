@@ -8,9 +8,9 @@ import mindspore as ms
 from mindspore import nn
 from mindspore.ops import ResizeBilinearV2
 
-from src.maskrcnn.feature_sampler import LevelLayout, flatten_levels
+from src.layers.feature_table import LevelLayout, flatten_levels
 from src.pointrend.mask_branch import PointRendMaskBranch
-from synthetic import small_config
+from src.demo.synthetic_batch import small_config
 
 IMG = 64
 CENTRE = np.array([30.0, 33.0])
@@ -59,10 +59,10 @@ def run_branch(steps):
         ys, xs = np.meshgrid((np.arange(h) + 0.5) * stride, (np.arange(w) + 0.5) * stride, indexing="ij")
         levels.append(ms.Tensor(np.stack([xs, ys])[None].astype(np.float32)))
     table = flatten_levels(tuple(levels))
-    branch = PointRendMaskBranch(cfg, layout)
     point_head = FakePointHead()
-    probs = branch.predict(FakeCoarseHead(cfg.num_classes), point_head, table, ms.Tensor(BOX),
-                           ms.Tensor(np.zeros(1, np.int32)), ms.Tensor(np.ones(1, np.int32))).asnumpy()[0]
+    branch = PointRendMaskBranch(cfg, layout, FakeCoarseHead(cfg.num_classes), point_head)
+    probs = branch.predict(table, ms.Tensor(BOX), ms.Tensor(np.zeros(1, np.int32)),
+                           ms.Tensor(np.ones(1, np.int32))).asnumpy()[0]
     return probs, point_head.calls
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from src import toy_data
+from src.demo import toy_data
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TINY = ["--device_target=CPU", "--img_height=128", "--img_width=160", "--resnet_block=[1,1,1,1]",
         "--backbone_norm=bn", "--freeze_at=0", "--num_classes=0", "--max_instance_count=8", "--gt_mask_size=28",
-        "--rpn_proposal_nms_pre=200", "--rpn_proposal_max_num=200", "--rpn_proposal_nms_post=200",
-        "--rpn_nms_pre=100", "--rpn_max_num=100", "--rpn_nms_post=100", "--num_expected_pos_stage2=16",
+        "--rpn_proposal_nms_pre=200", "--rpn_proposal_max_num=200",
+        "--rpn_nms_pre=100", "--rpn_max_num=100", "--num_expected_pos_stage2=16",
         "--num_expected_neg_stage2=48", "--num_expected_total_stage2=64", "--test_nms_pre=200",
         "--test_max_per_img=10", "--test_score_thr=0.0", "--batch_size=2", "--test_batch_size=2", "--epoch_size=1",
         "--total_epoch=1", "--warmup_step=2", "--base_lr=0.002", "--save_checkpoint_epochs=0.5", "--log_interval=1",
@@ -39,7 +39,7 @@ def history(out_dir):
 def toy(tmp_path_factory):
     base = tmp_path_factory.mktemp("e2e")
     data = base / "data"
-    subprocess.run([sys.executable, "-m", "src.toy_data", "--out", str(data), "--train", "8", "--val", "3",
+    subprocess.run([sys.executable, "-m", "src.demo.toy_data", "--out", str(data), "--train", "8", "--val", "3",
                     "--seed", "5"], cwd=ROOT, check=True, capture_output=True)
     common = TINY + [f"--coco_root={data}", f"--mindrecord_dir={base / 'mindrecord'}"]
     run_a = base / "run_a"
@@ -128,7 +128,7 @@ def test_export_matches_cell_and_postprogress_reproduces_eval(toy, evaluated):
     from mindspore import nn
 
     from src.inference import build_detector
-    from src.model_utils.config import load_config
+    from src.config import load_config
 
     mindir_base = toy["base"] / "pointrend"
     run("export.py", *toy["common"], f"--ckpt_file={evaluated['ckpt']}", "--num_classes=6",

@@ -4,8 +4,8 @@ import pytest
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.network_define import TrainOneStepCell, split_decay_groups
-from src.train_monitor import StepMonitor, TrainingError
+from src.training.network_define import TrainOneStepCell, split_decay_groups
+from src.training.train_monitor import StepMonitor, TrainingError
 
 
 class TinyLoss(nn.Cell):

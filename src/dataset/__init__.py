@@ -12,6 +12,7 @@ MindRecord writing need it):
                             num_parallel_workers=2)
     load_class_map(mindrecord_dir) -> ClassMap; label_to_category(mindrecord_dir) -> {label: id}
     resolve_num_classes(cfg, mindrecord_dir=None) -> ClassMap (sets cfg.num_classes, cfg.coco_classes)
+    TRAIN_COLUMNS, EVAL_COLUMNS: the columns of a training / evaluation batch, in network input order
     DatasetError: one-line input errors
 """
 import importlib
@@ -29,6 +30,8 @@ _EXPORTS = {
     "convert_coco_to_mindrecord": "src.dataset.mindrecord_writer",
     "ensure_mindrecord": "src.dataset.mindrecord_writer",
     "create_maskrcnn_dataset": "src.dataset.pipeline",
+    "TRAIN_COLUMNS": "src.dataset.pipeline",
+    "EVAL_COLUMNS": "src.dataset.pipeline",
 }
 
 __all__ = sorted(_EXPORTS)

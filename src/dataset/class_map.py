@@ -7,7 +7,9 @@ The mapping travels with the MindRecord so that training, evaluation and result 
 import json
 import os
 
+from src.config import ConfigError
 from src.dataset.errors import DatasetError
+from src.utils.atomic_io import write_json_atomic
 
 CLASSES_FILE = "classes.json"
 
@@ -64,11 +66,8 @@ def classes_path(mindrecord_dir):
 
 
 def write_class_map(class_map, path):
-    """Write ``class_map`` to ``path`` atomically (temporary name, then rename)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(class_map.to_json(), f, indent=1)
-    os.replace(tmp, path)
+    """Write ``class_map`` to ``path`` atomically."""
+    write_json_atomic(path, class_map.to_json(), indent=1)
 
 
 def load_class_map(mindrecord_dir):
@@ -109,9 +108,9 @@ def resolve_num_classes(cfg, mindrecord_dir=None):
     if cfg.num_classes == 0:
         cfg.num_classes = class_map.num_classes
     elif cfg.num_classes != class_map.num_classes:
-        raise DatasetError(f"config key 'num_classes' is {cfg.num_classes} but the data set has "
-                        f"{class_map.num_classes - 1} categories + background = {class_map.num_classes} "
-                        f"({classes_path(mindrecord_dir or cfg.mindrecord_dir)}); set num_classes to 0 or "
-                        f"{class_map.num_classes}")
+        raise ConfigError(f"config key 'num_classes' is {cfg.num_classes} but the data set has "
+                          f"{class_map.num_classes - 1} categories + background = {class_map.num_classes} "
+                          f"({classes_path(mindrecord_dir or cfg.mindrecord_dir)}); set num_classes to 0 or "
+                          f"{class_map.num_classes}")
     cfg.coco_classes = ["background"] + class_map.names
     return class_map

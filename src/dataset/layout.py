@@ -13,6 +13,7 @@ import json
 import os
 
 from src.dataset.class_map import classes_path, load_class_map
+from src.config import ConfigError
 from src.dataset.errors import DatasetError
 
 TRAIN_FILE = "MaskRcnn.mindrecord"
@@ -28,7 +29,7 @@ def split_name(is_training):
 def mindrecord_prefix(cfg, is_training):
     """``mindrecord_dir/MaskRcnn[_eval].mindrecord``, the FileWriter base name of a split."""
     if not cfg.mindrecord_dir:
-        raise DatasetError("config key 'mindrecord_dir' is empty: set it to a folder for the MindRecord files")
+        raise ConfigError("config key 'mindrecord_dir' is empty: set it to a folder for the MindRecord files")
     return os.path.join(cfg.mindrecord_dir, TRAIN_FILE if is_training else EVAL_FILE)
 
 
@@ -44,7 +45,7 @@ def source_paths(cfg, is_training):
     Evaluation uses ``cfg.ann_file`` when set. Raises DatasetError naming the missing path.
     """
     if not cfg.coco_root:
-        raise DatasetError("config key 'coco_root' is empty: set it to the COCO folder (with annotations/ and images)")
+        raise ConfigError("config key 'coco_root' is empty: set it to the COCO folder (with annotations/ and images)")
     if not os.path.isdir(cfg.coco_root):
         raise DatasetError(f"coco_root not found: {cfg.coco_root}")
     split = cfg.train_data_type if is_training else cfg.val_data_type

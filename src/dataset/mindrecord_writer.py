@@ -6,7 +6,7 @@ before the first shard appears (see layout.py). Anything left by an interrupted 
 the next one. Rows are built by a pool of worker processes (image_records.build_record); the parent
 writes them.
 """
-import json
+import contextlib
 import math
 import multiprocessing
 import os
@@ -23,7 +23,8 @@ from src.dataset.errors import DatasetError
 from src.dataset.image_records import RECORD_SCHEMA, RecordOptions, build_record
 from src.dataset.layout import (EVAL_FILE, META_FORMAT, META_SUFFIX, TRAIN_FILE, first_shard_path, mindrecord_path,
                                 mindrecord_prefix, read_meta, source_paths, split_name, stale_reason)
-from src.progress import Progress
+from src.utils.atomic_io import write_json_atomic
+from src.utils.progress import Progress
 
 # Fewer, larger shards for small data sets: every shard wastes about one page of padding.
 MIN_SHARD_BYTES = 256 << 20
@@ -110,10 +111,6 @@ def convert_coco_to_mindrecord(cfg, is_training, workers=None, min_shard_bytes=M
     Raises DatasetError (one line) when the source is missing or nothing usable remains.
     """
     workers = cfg.convert_workers if workers is None else workers
-    if workers < 1:
-        raise DatasetError(f"config key 'convert_workers': must be >= 1, got {workers}")
-    if cfg.mindrecord_shards < 1:
-        raise DatasetError(f"config key 'mindrecord_shards': must be >= 1, got {cfg.mindrecord_shards}")
     prefix = mindrecord_prefix(cfg, is_training)
     ann_file, image_dir = source_paths(cfg, is_training)
     data = load_coco_json(ann_file)
@@ -136,6 +133,7 @@ def convert_coco_to_mindrecord(cfg, is_training, workers=None, min_shard_bytes=M
     sizes = [os.path.getsize(t.path) if os.path.isfile(t.path) else 0 for t in tasks]
     shards, page, header = storage_layout(sum(sizes) * 1.05, max(sizes), len(tasks),
                                           cfg.mindrecord_shards if is_training else 1, min_shard_bytes)
+    check_free_space(folder, expected_bytes(sum(sizes), shards, page, header))
     options = RecordOptions(label_of={cid: class_map.label_of(cid) for cid in class_map.category_ids},
                             max_instances=cfg.max_instance_count if is_training else None,
                             keep_empty=not is_training)
@@ -147,8 +145,9 @@ def convert_coco_to_mindrecord(cfg, is_training, workers=None, min_shard_bytes=M
     # FileWriter names one shard exactly as given and N shards base0..baseN-1: for training the
     # single shard is given the "0" itself, so the first shard's name never depends on N.
     base = first_shard if shards == 1 else name
-    os.makedirs(partial_dir)
     try:
+        with _writing(folder):
+            os.makedirs(partial_dir)
         written, instances, image_bytes, image_ids = _write_rows(
             os.path.join(partial_dir, base), shards, page, header, tasks, options, workers, issues, split)
         if written == 0:
@@ -165,21 +164,45 @@ def convert_coco_to_mindrecord(cfg, is_training, workers=None, min_shard_bytes=M
             "category_ids": class_map.category_ids, "issues": dict(issues.counts),
             "image_ids": None if is_training else image_ids,
         }
-        for entry in produced:
-            if entry != first_shard:
-                os.replace(os.path.join(partial_dir, entry), os.path.join(folder, entry))
-        write_class_map(class_map, classes_path(folder))
-        tmp = prefix + META_SUFFIX + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=1)
-        os.replace(tmp, prefix + META_SUFFIX)
-        os.replace(os.path.join(partial_dir, first_shard), os.path.join(folder, first_shard))
-        os.rmdir(partial_dir)
+        with _writing(folder):
+            for entry in produced:
+                if entry != first_shard:
+                    os.replace(os.path.join(partial_dir, entry), os.path.join(folder, entry))
+            write_class_map(class_map, classes_path(folder))
+            write_json_atomic(prefix + META_SUFFIX, meta, indent=1)
+            os.replace(os.path.join(partial_dir, first_shard), os.path.join(folder, first_shard))
+            os.rmdir(partial_dir)
     except BaseException:
         _remove_outputs(prefix)
         raise
     _print_summary(meta, folder, issues)
     return meta
+
+
+def expected_bytes(image_bytes, shards, page, header):
+    """Upper estimate of the MindRecord files of a conversion: the image bytes (stored as they are),
+    annotations (a few percent), and per shard its header and one page of padding."""
+    return int(image_bytes * 1.1) + shards * (header + page)
+
+
+def check_free_space(folder, needed):
+    """DatasetError before any work when ``folder``'s file system has less than ``needed`` bytes free."""
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise DatasetError(f"not enough free space in {folder} for the MindRecord files: about "
+                           f"{needed / 2 ** 20:.0f} MB needed, {free / 2 ** 20:.0f} MB free")
+
+
+@contextlib.contextmanager
+def _writing(folder):
+    """Turn a failed write (a full disk, a lost mount, MindSpore's multi-line C++ errors) into one
+    line naming the folder."""
+    try:
+        yield
+    except (RuntimeError, OSError) as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        raise DatasetError(f"cannot write the MindRecord files in {folder}: "
+                           f"{lines[0] if lines else type(e).__name__}") from None
 
 
 def _shard_order(file_name):
@@ -193,10 +216,12 @@ def _write_rows(path, shards, page, header, tasks, options, workers, issues, spl
     import mindspore.dataset as ds
     from mindspore.mindrecord import FileWriter
 
-    writer = FileWriter(path, shard_num=shards, overwrite=True)
-    writer.set_page_size(page)
-    writer.set_header_size(header)
-    writer.add_schema(RECORD_SCHEMA, "maskrcnn_coco")
+    folder = os.path.dirname(os.path.dirname(path))  # path lies in the hidden partial folder
+    with _writing(folder):
+        writer = FileWriter(path, shard_num=shards, overwrite=True)
+        writer.set_page_size(page)
+        writer.set_header_size(header)
+        writer.add_schema(RECORD_SCHEMA, "maskrcnn_coco")
     progress = Progress(len(tasks), f"convert {split}", unit="images")
     written = instances = image_bytes = 0
     batch, image_ids = [], []
@@ -209,14 +234,17 @@ def _write_rows(path, shards, page, header, tasks, options, workers, issues, spl
             instances += row["num_instances"]
             image_bytes += len(row["image"])
             if len(batch) == WRITE_BATCH:
-                writer.write_raw_data(batch)
+                with _writing(folder):
+                    writer.write_raw_data(batch)
                 batch = []
         progress.update()
-    if batch:
-        writer.write_raw_data(batch)
+    with _writing(folder):
+        if batch:
+            writer.write_raw_data(batch)
+        if written:
+            writer.commit()
     progress.close()
     if written:
-        writer.commit()
         # FileWriter drops rows that fail its schema check with only a log line: count what is stored.
         stored = ds.MindDataset(path if shards == 1 else f"{path}0", columns_list=["image_id"]).get_dataset_size()
         if stored != written:

@@ -13,9 +13,10 @@ from src.dataset.errors import DatasetError
 from src.dataset.transforms import EvalTransform, TrainTransform
 
 TRAIN_INPUT_COLUMNS = ["image", "num_instances", "boxes", "labels", "iscrowd", "mask_lengths", "masks"]
-TRAIN_OUTPUT_COLUMNS = ["img", "img_metas", "gt_bboxes", "gt_labels", "gt_valids", "gt_masks"]
+# what a batch holds, in the network's input order (train.py, eval.py and postprogress.py read these)
+TRAIN_COLUMNS = ["img", "img_metas", "gt_bboxes", "gt_labels", "gt_valids", "gt_masks"]
 EVAL_INPUT_COLUMNS = ["image", "image_id", "height", "width"]
-EVAL_OUTPUT_COLUMNS = ["img", "img_metas", "image_id", "orig_hw"]
+EVAL_COLUMNS = ["img", "img_metas", "image_id", "orig_hw"]
 
 
 def create_maskrcnn_dataset(cfg, mindrecord_file, batch_size, is_training, rank_id=0, rank_size=1,
@@ -38,7 +39,7 @@ def create_maskrcnn_dataset(cfg, mindrecord_file, batch_size, is_training, rank_
         raise DatasetError(f"num_parallel_workers must be >= 1, got {num_parallel_workers}")
     sharding = {"num_shards": rank_size, "shard_id": rank_id} if rank_size > 1 else {}
     input_columns = TRAIN_INPUT_COLUMNS if is_training else EVAL_INPUT_COLUMNS
-    output_columns = TRAIN_OUTPUT_COLUMNS if is_training else EVAL_OUTPUT_COLUMNS
+    output_columns = TRAIN_COLUMNS if is_training else EVAL_COLUMNS
     dataset = ds.MindDataset(mindrecord_file, columns_list=input_columns, shuffle=is_training,
                              num_parallel_workers=num_parallel_workers, **sharding)
     num_rows = dataset.get_dataset_size()

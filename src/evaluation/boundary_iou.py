@@ -23,7 +23,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 from pycocotools.cocoeval import COCOeval
 
-from src.atomic_io import write_text_atomic
+from src.utils.atomic_io import write_text_atomic
 from src.evaluation.coco_metrics import load_results, run_cocoeval
 from src.evaluation.coco_results import load_coco_gt
 

@@ -11,7 +11,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from src.atomic_io import write_text_atomic
+from src.utils.atomic_io import write_text_atomic
 from src.evaluation.coco_results import load_coco_gt
 
 IOU_TYPES = ("bbox", "segm")

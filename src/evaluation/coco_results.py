@@ -11,7 +11,7 @@ import numpy as np
 import pycocotools.mask as mask_utils
 from pycocotools.coco import COCO
 
-from src.atomic_io import write_json_atomic
+from src.utils.atomic_io import write_json_atomic
 from src.evaluation.paste_masks import paste_masks
 
 

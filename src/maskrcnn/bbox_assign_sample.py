@@ -4,7 +4,8 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.maskrcnn.box_utils import bbox_overlaps, encode_deltas, expand_to
+from src.layers.box_utils import bbox_overlaps, encode_deltas
+from src.layers.tensor_utils import expand_to
 
 
 def select_random(candidates, scores, max_count, counts=None):

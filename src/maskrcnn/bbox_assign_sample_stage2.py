@@ -3,14 +3,8 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from src.maskrcnn.bbox_assign_sample import select_random
-from src.maskrcnn.box_utils import bbox_overlaps, encode_deltas
-
-
-def gather_rows(x, index):
-    """Per-image row gather: x (B, M, ...) and index (B, K) int32 -> (B, K, ...)."""
-    expanded = index.reshape(index.shape + (1,) * (x.ndim - 2))
-    expanded = ops.broadcast_to(expanded, index.shape + x.shape[2:])
-    return ops.gather_elements(x, 1, expanded)
+from src.layers.box_utils import bbox_overlaps, encode_deltas
+from src.layers.tensor_utils import gather_rows
 
 
 class BboxAssignSampleForRcnn(nn.Cell):

@@ -2,8 +2,7 @@
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.maskrcnn.box_utils import clip_boxes, decode_deltas
-from src.maskrcnn.proposal_generator import nms_keep
+from src.layers.box_utils import clip_boxes, decode_deltas, nms_keep
 
 
 class DetectionPostprocess(nn.Cell):

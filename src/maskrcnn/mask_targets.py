@@ -8,7 +8,7 @@ are background. This keeps device memory at G x S x S per image instead of G x H
 import mindspore as ms
 from mindspore import ops
 
-from src.pointrend.sampling_points import box_points_to_image, point_sample
+from src.layers.point_sample import box_points_to_image, point_sample
 
 
 def gt_mask_at_points(gt_masks, gt_boxes, points):

@@ -4,24 +4,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.maskrcnn.box_utils import clip_boxes, decode_deltas
-
-
-def nms_keep(boxes, iou_thr):
-    """Greedy NMS of boxes already sorted by descending score.
-
-    ``NMSWithMask`` sorts by score itself and its index output is not reliable on every backend,
-    so it gets strictly decreasing rank scores: its keep mask then lines up with ``boxes``.
-
-    Args:
-        boxes: (K, 4) sorted by descending score.
-    Returns:
-        (K,) bool keep mask.
-    """
-    k = boxes.shape[0]
-    rank_scores = ms.Tensor(np.linspace(1.0, 0.0, k, endpoint=False, dtype=np.float32).reshape(k, 1))
-    _, _, keep = ops.NMSWithMask(iou_thr)(ops.concat([boxes, rank_scores], 1))
-    return keep
+from src.layers.box_utils import clip_boxes, decode_deltas, nms_keep
 
 
 class Proposal(nn.Cell):

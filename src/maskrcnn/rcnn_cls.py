@@ -3,7 +3,7 @@ import mindspore as ms
 from mindspore import nn, ops, Parameter
 from mindspore.common.initializer import Normal, XavierUniform, initializer
 
-from src.maskrcnn.rpn import smooth_l1
+from src.layers.box_utils import smooth_l1
 
 
 class DenseNoTranpose(nn.Cell):

@@ -2,6 +2,7 @@
 from mindspore import nn, ops
 from mindspore.common.initializer import Normal
 
+from src.layers.box_utils import smooth_l1
 from src.maskrcnn.bbox_assign_sample import BboxAssignSample
 
 
@@ -48,12 +49,6 @@ class RPN(nn.Cell):
             cls_out.append(ops.transpose(cls, (0, 2, 3, 1)).reshape(batch, -1))
             reg_out.append(ops.transpose(reg, (0, 2, 3, 1)).reshape(batch, -1, 4))
         return ops.concat(cls_out, 1), ops.concat(reg_out, 1)
-
-
-def smooth_l1(diff, beta):
-    """Elementwise smooth L1 of a difference tensor."""
-    absd = ops.abs(diff)
-    return ops.where(absd < beta, 0.5 * absd * absd / beta, absd - 0.5 * beta)
 
 
 class RpnLoss(nn.Cell):

@@ -9,8 +9,8 @@ class PatchConv(nn.Cell):
 
     Parameters have ``nn.Conv2d``'s names, shapes and layout (weight (out, in, k, k), bias (out,)).
     Written as space-to-depth plus one matmul because oneDNN's stride-2 2x2 convolution gradient
-    with respect to its input was the slowest kernel of the mask branch on CPU (forward plus input
-    gradient about twice as fast this way: 0.21 s -> 0.11 s for 256 RoIs of 14 x 14 x 256).
+    with respect to its input was the slowest kernel of the mask branch on CPU (the bench shows the
+    whole train step).
 
     Args:
         in_channels, out_channels, kernel: sizes; weight_init: initializer of the weight.

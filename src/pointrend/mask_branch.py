@@ -1,26 +1,30 @@
 """PointRend mask branch: coarse prediction, point losses (training) and adaptive subdivision
 (inference), for the heads defined in coarse_mask_head.py and point_head.py.
 
-The heads are passed in as arguments so that they stay top-level cells of the network
-(``mask_coarse_head.*`` / ``mask_point_head.*`` in checkpoints).
+Same interface as Mask R-CNN's ``StandardMaskBranch`` (src/maskrcnn/mask_branch.py).
 """
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.maskrcnn.feature_sampler import LevelLayout, LevelPointSampler
+from src.layers.feature_table import LevelLayout
+from src.layers.point_sample import LevelPointSampler, box_points_to_image, point_sample, regular_grid_points
+from src.layers.tensor_utils import select_class
+from src.maskrcnn.mask_loss import mask_rcnn_loss, masked_bce_loss
 from src.maskrcnn.mask_targets import gt_mask_at_points
-from src.maskrcnn.rcnn_mask import masked_bce_loss, select_class, standard_mask_loss
-from src.pointrend.sampling_points import (box_points_to_image, point_sample, regular_grid_points,
-                                           training_point_counts, training_points, uncertain_grid_points)
+from src.pointrend.point_selection import training_point_counts, training_points, uncertain_grid_points
 
 
 class PointRendMaskBranch(nn.Cell):
     """Args:
-        cfg: config; layout: ``LevelLayout`` of the flat FPN table (P2..P5); num_classes: with background.
+        cfg: config; layout: ``LevelLayout`` of the flat FPN table (P2..P5);
+        coarse_head: the network's ``CoarseMaskHead``; point_head: its ``StandardPointHead``. They are
+            kept in a tuple, not registered as child cells, so that their parameters keep the
+            network-level names (``mask_coarse_head.*`` / ``mask_point_head.*`` in checkpoints).
     """
 
-    def __init__(self, cfg, layout):
+    def __init__(self, cfg, layout, coarse_head, point_head):
         super().__init__()
+        self.heads = (coarse_head, point_head)
         level = cfg.roi_align_featmap_strides.index(cfg.point_feature_stride)
         self.fine_sampler = LevelPointSampler(layout, level, cfg.point_feature_stride)
         # inference samples the point head's projection of the fine level (see fine_projection),
@@ -49,12 +53,13 @@ class PointRendMaskBranch(nn.Cell):
         self.predict_steps = tuple(predicts)
         self.output_side = side
 
-    def coarse_logits(self, coarse_head, table, rois, batch_index):
+    def coarse_logits(self, table, rois, batch_index):
         """Coarse head on fine features sampled on a regular grid in each RoI.
 
         Args: table (T, C) flat FPN features; rois (R, 4); batch_index (R,) int32.
         Returns: (R, num_classes, out_side, out_side).
         """
+        coarse_head = self.heads[0]
         r = rois.shape[0]
         feats = self.fine_sampler(table, batch_index, box_points_to_image(rois, self.coarse_grid))  # (R, S*S, C)
         return coarse_head(feats.reshape(r, self.in_side, self.in_side, feats.shape[2]))
@@ -64,19 +69,21 @@ class PointRendMaskBranch(nn.Cell):
         """``sampler``'s features at image points (R, P, 2), laid out for the point head: (R, C, P)."""
         return ops.transpose(sampler(table, batch_index, image_points), (0, 2, 1))
 
-    def losses(self, coarse_head, point_head, table, rois, batch_index, labels, weights, gt_masks, gt_boxes):
+    def losses(self, table, rois, batch_index, labels, weights, gt_masks, gt_boxes):
         """Coarse-mask and point losses on the positive RoIs.
 
         Args:
-            rois: (R, 4); batch_index: (R,) int32; labels: (R,) int32 GT classes; weights: (R,) float32
-            (1 = valid positive); gt_masks: (R, S, S) crops of each RoI's GT; gt_boxes: (R, 4).
+            table: (T, C) flat FPN features; rois: (R, 4); batch_index: (R,) int32;
+            labels: (R,) int32 GT classes; weights: (R,) float32 (1 = valid positive);
+            gt_masks: (R, S, S) crops of each RoI's GT; gt_boxes: (R, 4).
         Returns:
             (loss_coarse, loss_point) scalars.
         """
+        point_head = self.heads[1]
         r = rois.shape[0]
-        coarse = self.coarse_logits(coarse_head, table, rois, batch_index)
-        loss_coarse = standard_mask_loss(coarse, labels, weights, gt_masks, gt_boxes, rois, self.target_grid,
-                                         self.out_side, self.target_sample_num)
+        coarse = self.coarse_logits(table, rois, batch_index)
+        loss_coarse = mask_rcnn_loss(coarse, labels, weights, gt_masks, gt_boxes, rois, self.target_grid,
+                                     self.out_side, self.target_sample_num)
 
         class_coarse = ops.expand_dims(select_class(coarse, labels), 1)  # (R, 1, h, w)
         candidates = self.uniform((r, self.num_candidates, 2))
@@ -91,13 +98,15 @@ class PointRendMaskBranch(nn.Cell):
         point_labels = ops.stop_gradient(gt_mask_at_points(gt_masks, gt_boxes, image_points))
         return loss_coarse, masked_bce_loss(class_logits, point_labels, weights)
 
-    def predict(self, coarse_head, point_head, table, boxes, batch_index, classes):
+    def predict(self, table, boxes, batch_index, classes):
         """Adaptive subdivision of the predicted class only.
 
-        Args: boxes (R, 4); batch_index (R,) int32; classes (R,) int32 predicted classes.
+        Args: table (T, C) flat FPN features; boxes (R, 4); batch_index (R,) int32;
+            classes (R,) int32 predicted classes.
         Returns: (R, output_side, output_side) mask probabilities inside each box.
         """
-        coarse = self.coarse_logits(coarse_head, table, boxes, batch_index)
+        point_head = self.heads[1]
+        coarse = self.coarse_logits(table, boxes, batch_index)
         logits = ops.expand_dims(select_class(coarse, classes), 1)  # (R, 1, h, w)
         r = boxes.shape[0]
         begin, end = self.fine_rows

@@ -6,12 +6,14 @@ import time
 
 import mindspore as ms
 
-from src.atomic_io import atomic_open
-from src.loss_curve import write_loss_curve
-from src.progress import format_duration
+from src.utils.errors import UserError
+
+from src.utils.atomic_io import atomic_open
+from src.training.loss_curve import write_loss_curve
+from src.utils.progress import format_duration
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """Training cannot go on (one-line message)."""
 
 

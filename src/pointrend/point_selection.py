@@ -1,57 +1,10 @@
-"""Point sampling for PointRend: ``point_sample``, training point selection, subdivision points.
-
-Point coordinates are (x, y). "Box-normalised" points lie in [0, 1]^2 inside a box; image points
-are in input-canvas pixels (continuous: pixel j covers [j, j + 1)).
+"""PointRend's point selection: the most uncertain points for training (section 3.1) and for the
+adaptive subdivision at inference. Points are box-normalised (x, y) in [0, 1]^2.
 """
-import numpy as np
-
 import mindspore as ms
 from mindspore import ops
 
-from src.maskrcnn.feature_sampler import bilinear_gather
-
-
-def point_sample(features, points):
-    """Bilinear sampling at normalised points, as ``grid_sample`` with align_corners=False and zero
-    padding (detectron2's ``point_sample``).
-
-    Written with ``gather`` on a flat (N * H * W, C) table: MindSpore's CPU grid_sample gradient
-    kernel fails on these shapes, and gather is faster.
-
-    Args:
-        features: (N, C, H, W). points: (N, P, 2) in [0, 1]^2 (points outside read zeros).
-    Returns:
-        (N, C, P).
-    """
-    n, c, h, w = features.shape
-    table = ops.transpose(features, (0, 2, 3, 1)).reshape(n * h * w, c)
-    base = ms.Tensor(np.arange(n, dtype=np.int32).reshape(n, 1) * (h * w))
-    size_h = ops.ones_like(base) * h
-    size_w = ops.ones_like(base) * w
-    out = bilinear_gather(table, base, size_h, size_w, points[..., 0] * w - 0.5, points[..., 1] * h - 0.5, False)
-    return ops.transpose(out, (0, 2, 1))
-
-
-def regular_grid_points(side):
-    """Cell centres of a side x side grid in [0, 1]^2, row-major: numpy (side * side, 2)."""
-    c = (np.arange(side, dtype=np.float32) + 0.5) / side
-    xs, ys = np.meshgrid(c, c)
-    return np.stack([xs.reshape(-1), ys.reshape(-1)], 1)
-
-
-def box_points_to_image(boxes, points):
-    """Map box-normalised points into image pixels.
-
-    Args:
-        boxes: (R, 4); points: (R, P, 2) or (P, 2) shared by all boxes.
-    Returns:
-        (R, P, 2).
-    """
-    x1 = boxes[:, 0:1]
-    y1 = boxes[:, 1:2]
-    w = boxes[:, 2:3] - x1
-    h = boxes[:, 3:4] - y1
-    return ops.stack([x1 + points[..., 0] * w, y1 + points[..., 1] * h], -1)
+from src.layers.point_sample import point_sample
 
 
 def uncertainty(logits):

@@ -1,6 +1,6 @@
 """Side-by-side pictures of predictions and ground truth for val images (used by the demo).
 
-    python -m src.demo_report --ann_file=ANN --image_dir=DIR --segm_json=RESULTS --out_dir=OUT [--count=8]
+    python -m src.demo.demo_report --ann_file=ANN --image_dir=DIR --segm_json=RESULTS --out_dir=OUT [--count=8]
 """
 import argparse
 import json
@@ -11,7 +11,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from src.evaluation import load_coco_gt
-from src.visualize import draw_instances, side_by_side, write_png
+from src.utils.visualize import draw_instances, side_by_side, write_png
 
 
 def instances(entries, coco, score_thr):

@@ -2,8 +2,9 @@
 import numpy as np
 import mindspore as ms
 
-from src.pointrend.sampling_points import (point_sample, regular_grid_points, select_uncertain_points,
-                                           training_point_counts, training_points, uncertain_grid_points)
+from src.layers.point_sample import point_sample, regular_grid_points
+from src.pointrend.point_selection import (select_uncertain_points, training_point_counts, training_points,
+                                           uncertain_grid_points)
 
 
 def numpy_point_sample(feat, points):

@@ -1,8 +1,8 @@
 """Drawing detections on images (infer.py and the demo)."""
-import os
-
 import cv2
 import numpy as np
+
+from src.utils.atomic_io import atomic_path
 
 # Distinct, readable colours (RGB); cycled by class.
 PALETTE = np.array([
@@ -65,8 +65,7 @@ def side_by_side(left, right, left_title, right_title):
 
 
 def write_png(path, image_rgb):
-    """Write an RGB image as PNG (temp name, then rename)."""
-    tmp = path + ".tmp.png"
-    if not cv2.imwrite(tmp, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"cannot write {path}")
-    os.replace(tmp, path)
+    """Write an RGB image as PNG, atomically."""
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(tmp, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"cannot write {path}")

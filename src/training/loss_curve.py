@@ -2,7 +2,7 @@
 import cv2
 import numpy as np
 
-from src.visualize import write_png
+from src.utils.visualize import write_png
 
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194)]

@@ -1,15 +1,15 @@
-"""Small synthetic batches for network tests (numpy only; no data pipeline involved)."""
+"""Small synthetic batches for network tests and benchmarks (numpy only; no data pipeline involved)."""
 import cv2
 import numpy as np
 
-from src.model_utils.config import config_from_dict
+from src.config import config_from_dict
 
 SMALL = {
     "device_target": "CPU", "img_height": 128, "img_width": 128, "num_classes": 4, "batch_size": 2,
     "test_batch_size": 2, "max_instance_count": 6, "gt_mask_size": 28,
     "backbone_norm": "bn", "freeze_at": 1,
-    "rpn_proposal_nms_pre": 300, "rpn_proposal_max_num": 300, "rpn_proposal_nms_post": 300,
-    "rpn_nms_pre": 200, "rpn_max_num": 200, "rpn_nms_post": 200,
+    "rpn_proposal_nms_pre": 300, "rpn_proposal_max_num": 300,
+    "rpn_nms_pre": 200, "rpn_max_num": 200,
     "num_expected_pos_stage2": 16, "num_expected_neg_stage2": 48, "num_expected_total_stage2": 64,
     "test_nms_pre": 200, "test_max_per_img": 10,
 }

@@ -1,6 +1,6 @@
 """A small synthetic COCO-format instance segmentation data set, for tests, demos and benchmarks.
 
-``python -m src.toy_data --out DIR --train N --val M --seed S`` writes::
+``python -m src.demo.toy_data --out DIR --train N --val M --seed S`` writes::
 
     DIR/train2017/000000000001.jpg ...
     DIR/val2017/000000900001.jpg ...
@@ -19,7 +19,6 @@ The annotation file of a split is written last (temporary name, then rename), so
 leaves no annotation file that lists missing images.
 """
 import argparse
-import json
 import os
 import sys
 import zlib
@@ -28,7 +27,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from src.progress import Progress
+from src.utils.atomic_io import write_json_atomic
+from src.utils.progress import Progress
 
 # (category id, name); ids are not contiguous on purpose.
 CATEGORIES = ((2, "disc"), (5, "ellipse"), (9, "star"), (14, "crescent"), (23, "blob"))
@@ -100,7 +100,7 @@ def _colourise(patterns, base, amplitude, noise):
 def _noise(rng, shape, sigma):
     """Zero-mean uniform float32 noise with standard deviation ``sigma``.
 
-    Drawn from random bytes: 15x faster than ``standard_normal`` and good enough for texture.
+    Drawn from random bytes: much faster than ``standard_normal`` and good enough for texture.
     """
     raw = np.frombuffer(rng.bytes(int(np.prod(shape))), np.uint8).reshape(shape).astype(np.float32)
     return (raw - np.float32(127.5)) * np.float32(sigma / 73.9)
@@ -148,7 +148,7 @@ def _paint(img, mask, rng):
     shade = (xx * np.float32(direction[0]) + yy * np.float32(direction[1])) / np.float32(np.abs(direction).sum())
     colour = rng.uniform(0, 255, size=3)
     pixels = _colourise([shade] * 3, colour, np.full(3, rng.uniform(40, 100)), _noise(rng, shade.shape, 4.0))
-    # cv2.copyTo writes into the view in place (50x faster than boolean indexing).
+    # cv2.copyTo writes into the view in place (far faster than boolean indexing).
     cv2.copyTo(pixels, mask[y1:y2, x1:x2], img[y1:y2, x1:x2])
 
 
@@ -291,17 +291,14 @@ def write_split(out_dir, split, num_images, seed, first_image_id, width=320, hei
         progress.update()
     progress.close()
     coco = {
-        "info": {"description": "synthetic toy shapes (src/toy_data.py)", "version": "1.0", "seed": seed},
+        "info": {"description": "synthetic toy shapes (src/demo/toy_data.py)", "version": "1.0", "seed": seed},
         "licenses": [],
         "images": images,
         "annotations": annotations,
         "categories": [{"id": cid, "name": name, "supercategory": "shape"} for cid, name in CATEGORIES],
     }
     ann_path = os.path.join(ann_dir, f"instances_{split}.json")
-    tmp_path = ann_path + ".tmp"
-    with open(tmp_path, "w", encoding="utf-8") as f:
-        json.dump(coco, f, separators=(",", ":"))
-    os.replace(tmp_path, ann_path)
+    write_json_atomic(ann_path, coco)
     return ann_path
 
 

@@ -1,9 +1,11 @@
-"""Flat-table RoIAlign and point sampling against MindSpore's ROIAlign kernel and a numpy sampler."""
+"""Flat-table RoIAlign and point sampling (src/layers) against MindSpore's ROIAlign kernel and a numpy sampler."""
 import numpy as np
 import mindspore as ms
 from mindspore import ops
 
-from src.maskrcnn.feature_sampler import (LevelLayout, LevelPointSampler, MultiLevelRoIAlign, flatten_levels)
+from src.layers.feature_table import LevelLayout, flatten_levels
+from src.layers.point_sample import LevelPointSampler
+from src.layers.roi_align import MultiLevelRoIAlign
 
 
 def numpy_bilinear_zero_pad(feat, px, py):

@@ -1,0 +1,1 @@
+"""Process-level helpers used everywhere: runtime setup, user errors, atomic writes, progress, drawing."""
