@@ -90,7 +90,7 @@ def postprocess(cfg, coco_gt, image_ids, categories, out_dir):
     if missing:
         raise FileNotFoundError(f"{len(missing)} of {len(image_ids)} images have no raw outputs in {out_dir} "
                                 f"(e.g. image {missing[0]}); run --stage=infer first")
-    collector = CocoResultCollector(categories, cfg.mask_thr_binary)
+    collector = CocoResultCollector(categories, cfg.mask_thr_binary, cfg.eval_workers)
     progress = Progress(len(image_ids), "postprocess", unit="images")
     for image_id in image_ids:
         det, img_meta, orig_hw = read_raw(out_dir, image_id, cfg.test_max_per_img)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Evaluate on one GPU: bash scripts/run_eval.sh DEVICE_ID DATA_PATH MINDRECORD_PATH CHECKPOINT_PATH [NOT_MASK] [--key=value ...]
 # Writes eval_log/eval.log (COCO bbox/segm tables), the result jsons and the per-category AP CSV.
+# EVAL_WORKERS (default 4) processes paste and encode masks while the GPU runs the next images.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 split_args "usage: bash $0 DEVICE_ID DATA_PATH MINDRECORD_PATH CHECKPOINT_PATH [NOT_MASK] [--key=value ...]" 4 5 "$@"
@@ -18,4 +19,4 @@ export CUDA_VISIBLE_DEVICES="$DEVICE_ID"
 cd "$EVAL_DIR"
 run_logged "$EVAL_DIR/eval.log" "$PYTHON" -u "$REPO_DIR/eval.py" --device_target="${DEVICE_TARGET:-GPU}" --device_id=0 \
     --coco_root="$DATA_PATH" --mindrecord_dir="$MINDRECORD_PATH" --checkpoint_path="$CHECKPOINT_PATH" \
-    --eval_output_dir="$EVAL_DIR" ${NOT_MASK:+"$NOT_MASK"} "${EXTRA[@]}"
+    --eval_output_dir="$EVAL_DIR" --eval_workers="${EVAL_WORKERS:-4}" ${NOT_MASK:+"$NOT_MASK"} "${EXTRA[@]}"

@@ -8,12 +8,10 @@ writes them.
 """
 import contextlib
 import math
-import multiprocessing
 import os
 import re
 import shutil
 import sys
-import threading
 import time
 from functools import partial
 
@@ -25,6 +23,7 @@ from src.dataset.layout import (EVAL_FILE, META_FORMAT, META_SUFFIX, TRAIN_FILE,
                                 mindrecord_prefix, read_meta, source_paths, split_name, stale_reason)
 from src.utils.atomic_io import write_json_atomic
 from src.utils.progress import Progress
+from src.utils.worker_pool import worker_pool
 
 # Fewer, larger shards for small data sets: every shard wastes about one page of padding.
 MIN_SHARD_BYTES = 256 << 20
@@ -69,34 +68,14 @@ def storage_layout(total_bytes, max_row_bytes, num_rows, max_shards, min_shard_b
     return shards, page, header
 
 
-def _pool_context():
-    # fork: workers start instantly and do not re-import the caller's __main__ (spawn would import
-    # train.py, hence MindSpore, in every worker). Workers only use numpy/cv2/pycocotools.
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-
-
-def _exit_with_parent(parent_pid):
-    """Pool worker initializer: exit when the parent dies.
-
-    A killed parent leaves its workers blocked on the task queue forever (they hold copies of its
-    write end, so they never see EOF); a watcher thread ends them instead.
-    """
-    def watch():
-        while os.getppid() == parent_pid:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def _rows(tasks, options, workers):
     """(row or None, issues) per task, in task order, built by ``workers`` processes."""
     build = partial(build_record, options=options)
     if workers <= 1:
         yield from map(build, tasks)
         return
-    with _pool_context().Pool(workers, initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
+    # fork: the conversion runs before any MindSpore kernel, and workers only use numpy/cv2/pycocotools
+    with worker_pool(workers, "fork") as pool:
         yield from pool.imap(build, tasks, chunksize=8)
 
 
