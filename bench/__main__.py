@@ -1,11 +1,12 @@
-"""All benchmarks in one go: ``python -m bench`` (network speed/memory, then data conversion/pipeline).
+"""All benchmarks in one go: ``python -m bench`` (network speed/memory, data conversion/pipeline,
+evaluation post-processing).
 
 Each prints its own table with the machine and the configuration of every figure. Slow: the
 network cases compile a whole graph each (about a minute) and the 768x1280 cases need about 15 GB.
 """
 import sys
 
-from bench import bench_data, bench_network
+from bench import bench_data, bench_eval, bench_network
 
 
 def main():
@@ -14,6 +15,7 @@ def main():
     print(f"machine: {bench_network.machine()}", flush=True)
     bench_network.main()
     bench_data.main()
+    bench_eval.main()
     sys.argv = argv
 
 
