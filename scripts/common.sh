@@ -70,3 +70,40 @@ run_logged() {
     nohup "$@" > "$log" 2>&1 &
     echo "started (pid $!); log: $log"
 }
+
+# positive_int NAME VALUE USAGE: stop with USAGE unless VALUE is a positive integer.
+positive_int() {
+    case "$2" in
+        ''|*[!0-9]*|0) echo "$3" >&2; exit 1 ;;
+    esac
+}
+
+# msrun_command LOG_DIR: fills LAUNCH with the msrun prefix (MindSpore's own launcher, no MPI) for
+# WORKER_NUM processes in all, LOCAL_WORKER_NUM on this node (both default to DEVICE_NUM),
+# MASTER_ADDR / MASTER_PORT / NODE_RANK for several nodes. The caller checked the numbers.
+msrun_command() {
+    # msrun starts a bare "python": the chosen interpreter's directory goes first on PATH.
+    local py_dir; py_dir="$(dirname "$(command -v "$PYTHON")")"
+    export PATH="$py_dir:$PATH"
+    LAUNCH=(msrun --worker_num="$WORKER_NUM" --local_worker_num="$LOCAL_WORKER_NUM"
+            --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${MASTER_PORT:-8118}" --node_rank="${NODE_RANK:-0}"
+            --join=True --log_dir="$1/msrun")
+}
+
+# enter_log_dir DIR: create DIR and work there (nothing with DRY_RUN=1, which writes nothing).
+enter_log_dir() {
+    [ "${DRY_RUN:-0}" = "1" ] && return 0
+    mkdir -p "$1"
+    cd "$1"
+}
+
+# launch LOGFILE CMD...: run_logged, or with DRY_RUN=1 only print the command (one line) and stop.
+launch() {
+    if [ "${DRY_RUN:-0}" = "1" ]; then
+        shift
+        echo "$*"
+        return 0
+    fi
+    run_logged "$@"
+}
+
