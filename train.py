@@ -22,7 +22,8 @@ def build_train_cell(cfg, net, steps_per_epoch):
     groups = split_decay_groups(net.trainable_params(), cfg.weight_decay, cfg.weight_decay_bias_norm)
     optimizer = nn.Momentum(groups, learning_rate=ms.Tensor(lr), momentum=cfg.momentum)
     cell = TrainOneStepCell(WithLossCell(net, cfg), optimizer, loss_scale=cfg.loss_scale,
-                            clip_norm=cfg.grad_clip_norm)
+                            clip_norm=cfg.grad_clip_norm, dynamic_scale=cfg.loss_scale_type == "dynamic",
+                            scale_window=cfg.loss_scale_window, scale_factor=cfg.loss_scale_factor)
     cell.set_train(True)
     return cell, lr
 
@@ -76,6 +77,9 @@ def train(cfg):
             losses = train_cell(*[batch[c] for c in TRAIN_COLUMNS])
             step += 1
             values = [float(x.asnumpy()) for x in losses]
+            if train_cell.dynamic_scale and train_cell.overflow.asnumpy():
+                log(f"step {step}: gradient overflow, update skipped; loss scale now "
+                    f"{float(train_cell.scale.asnumpy()):g}")
             finite = monitor.step(step, float(lr[step - 1]), values)
             last = step == total_steps
             saving_rank = cfg.rank_id == 0 or cfg.save_checkpoint_all_ranks

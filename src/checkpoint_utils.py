@@ -5,7 +5,8 @@ import mindspore as ms
 
 from src.utils.errors import UserError
 
-OPTIMIZER_KEYS = ("learning_rate", "global_step", "momentum")
+OPTIMIZER_KEYS = ("learning_rate", "global_step", "momentum", "loss_scale", "loss_scale_finite_steps",
+                  "loss_scale_overflow")
 OPTIMIZER_PREFIXES = ("moments.", "accum.", "stat.")
 NETWORK_PREFIXES = ("backbone.", "fpn_ncek.", "rpn_with_loss.", "rcnn_cls.", "rcnn_mask.", "mask_coarse_head.",
                     "mask_point_head.")

@@ -80,6 +80,16 @@ def test_resume_continues_with_the_same_lr_and_step_count(toy):
     assert int(final_a["global_step"].asnumpy().reshape(-1)[0]) == total
 
 
+def test_dynamic_loss_scale_logs_each_skipped_step(toy):
+    out_dir = toy["base"] / "run_dynamic"
+    # 2^127 times a gradient above 2 overflows float32: the first step is skipped, each skip halves the scale
+    out = run("train.py", *toy["common"], f"--save_checkpoint_path={out_dir}", "--loss_scale_type=dynamic",
+              f"--loss_scale={2.0 ** 127}", "--save_checkpoint=False")
+    skipped = re.findall(r"^step (\d+): gradient overflow, update skipped; loss scale now (\S+)$", out.stdout, re.M)
+    assert skipped and skipped[0][0] == "1", out.stdout[-2000:]
+    assert [float(s) for _, s in skipped] == pytest.approx([2.0 ** (126 - j) for j in range(len(skipped))], rel=1e-5)
+
+
 @pytest.fixture(scope="module")
 def evaluated(toy):
     ckpt = sorted(glob.glob(str(toy["run_a"] / "ckpt_0" / "*.ckpt")), key=os.path.getmtime)[-1]
@@ -147,6 +157,7 @@ def test_export_matches_cell_and_postprogress_reproduces_eval(toy, evaluated):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5)
 
     raw = toy["base"] / "raw"
-    out = run("postprogress.py", *toy["common"], "--stage=all", f"--mindir_path={mindir}", f"--result_path={raw}")
+    out = run("postprogress.py", *toy["common"], "--stage=all", f"--mindir_path={mindir}", f"--result_path={raw}",
+              "--eval_workers=1")  # results collected by a worker process
     assert ap_line(out.stdout) == pytest.approx(ap_line(evaluated["stdout"]), abs=1e-4)
     assert glob.glob(str(raw / "*_4.bin"))

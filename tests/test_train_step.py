@@ -61,3 +61,33 @@ def test_monitor_stops_after_max_nan_steps(capsys):
     with pytest.raises(TrainingError, match="2 non-finite losses in a row .*step 5"):
         monitor.step(5, 0.1, [float("nan"), 0.5, float("nan")])
     assert any("step 3/10 loss 1.0000 a 0.5000 b 0.5000 lr 0.100000" in l for l in lines)
+
+
+def test_dynamic_loss_scale_skips_overflow_halves_then_grows():
+    small = ms.Tensor(np.array([[1.0, 2.0, 3.0]], np.float32))
+    big = ms.Tensor(np.array([[10.0, 20.0, 30.0]], np.float32))
+    zero = ms.Tensor(np.array([[0.0]], np.float32))
+    net, step = make(loss_scale=2.0 ** 120, dynamic_scale=True, scale_window=2, scale_factor=2.0)
+    step.set_train(True)
+    # gradient 2 * 60 * 30 = 3600 times 2^120 overflows float32; the loss itself (3600) is finite
+    losses = step(big, zero)
+    assert losses[0].asnumpy() == pytest.approx(3600.0)
+    np.testing.assert_array_equal(net.dense.weight.asnumpy(), np.ones((1, 3), np.float32))  # update skipped
+    assert step.scale.asnumpy() == 2.0 ** 119 and step.finite_steps.asnumpy() == 0 and step.overflow.asnumpy()
+    # 36 x 2^119 fits: a plain SGD step, the scale divided out exactly
+    step(small, zero)
+    expected = 1 - 0.1 * 12 * np.array([[1.0, 2.0, 3.0]])
+    np.testing.assert_allclose(net.dense.weight.asnumpy(), expected, rtol=1e-6)
+    assert step.scale.asnumpy() == 2.0 ** 119 and step.finite_steps.asnumpy() == 1 and not step.overflow.asnumpy()
+    step(small, zero)  # the second finite step in a row: the scale grows again
+    assert step.scale.asnumpy() == 2.0 ** 120 and step.finite_steps.asnumpy() == 0
+    assert not np.allclose(net.dense.weight.asnumpy(), expected)  # and this step updated too
+
+
+def test_dynamic_loss_scale_does_not_fall_below_one():
+    net, step = make(loss_scale=1.0, dynamic_scale=True)
+    step.set_train(True)
+    x = ms.Tensor(np.array([[1.0, 2.0, 3.0]], np.float32))
+    step(x, ms.Tensor(np.array([[np.inf]], np.float32)))
+    assert step.scale.asnumpy() == 1.0
+    np.testing.assert_array_equal(net.dense.weight.asnumpy(), np.ones((1, 3), np.float32))

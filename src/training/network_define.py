@@ -1,5 +1,6 @@
 """Training wrappers: loss weighting and the one-step cell."""
-from mindspore import nn, ops
+import mindspore as ms
+from mindspore import Parameter, Tensor, amp, nn, ops
 
 from src.maskrcnn_pointrend_r50 import LOSS_NAMES
 
@@ -44,27 +45,59 @@ def split_decay_groups(params, weight_decay, decay_bias_norm):
 class TrainOneStepCell(nn.TrainOneStepCell):
     """One optimisation step on the total loss; returns (total, components...).
 
-    Gradients are averaged over devices when data-parallel (the base class's reducer), divided
-    by a fixed ``loss_scale`` and clipped to ``clip_norm`` global norm when > 0. A step whose loss
-    is not finite leaves the weights and optimizer state untouched.
+    Gradients are averaged over devices when data-parallel (the base class's reducer), computed on
+    the loss times the loss scale and divided by it again (so that float16 gradients do not
+    underflow), and clipped to ``clip_norm`` global norm when > 0.
+
+    ``dynamic_scale``: the scale (``self.scale``, saved with the checkpoint) halves, down to 1, on a
+    step whose gradients are not finite, and that step updates nothing; after ``scale_window`` finite
+    steps in a row it grows by ``scale_factor``. Otherwise the scale is fixed and a step whose loss is
+    not finite leaves the weights and optimizer state untouched.
     """
 
-    def __init__(self, network, optimizer, loss_scale=1.0, clip_norm=0.0):
+    def __init__(self, network, optimizer, loss_scale=1.0, clip_norm=0.0, dynamic_scale=False, scale_window=1000,
+                 scale_factor=2.0):
         super().__init__(network, optimizer, sens=loss_scale)
         self.grad = ops.GradOperation(get_by_list=True, sens_param=True)
         self.clip_norm = float(clip_norm)
-        self.loss_scale = float(loss_scale)
+        self.dynamic_scale = dynamic_scale
+        self.fixed_scale = float(loss_scale)
+        if dynamic_scale:
+            self.scale = Parameter(Tensor(float(loss_scale), ms.float32), name="loss_scale", requires_grad=False)
+            self.finite_steps = Parameter(Tensor(0, ms.int32), name="loss_scale_finite_steps", requires_grad=False)
+            self.overflow = Parameter(Tensor(False, ms.bool_), name="loss_scale_overflow", requires_grad=False)
+            self.scale_window = int(scale_window)
+            self.scale_factor = float(scale_factor)
 
     def construct(self, *inputs):
         losses = self.network(*inputs)
-        sens = (ops.fill(losses[0].dtype, losses[0].shape, self.loss_scale),) + tuple(
+        if self.dynamic_scale:
+            scale = ops.stop_gradient(self.scale)
+        else:
+            scale = ops.fill(ms.float32, (), self.fixed_scale)
+        sens = (ops.cast(scale, losses[0].dtype) * ops.ones_like(losses[0]),) + tuple(
             ops.zeros_like(x) for x in losses[1:])
         grads = self.grad(self.network, self.weights)(*inputs, sens)
         grads = self.grad_reducer(grads)
-        if self.loss_scale != 1.0:
-            grads = tuple(g / self.loss_scale for g in grads)
+        if self.dynamic_scale or self.fixed_scale != 1.0:
+            grads = tuple(g / ops.cast(scale, g.dtype) for g in grads)
+        if self.dynamic_scale:
+            finite = ops.logical_and(amp.all_finite(grads), ops.isfinite(losses[0]))
+            losses = ops.depend(losses, self.update_scale(finite))
+        else:
+            finite = ops.isfinite(losses[0])
         if self.clip_norm > 0:
             grads = ops.clip_by_global_norm(grads, self.clip_norm)
-        if ops.isfinite(losses[0]):
+        if finite:
             losses = ops.depend(losses, self.optimizer(grads))
         return losses
+
+    def update_scale(self, finite):
+        """Halve the scale (not below 1) after an overflow; grow it after ``scale_window`` finite steps."""
+        steps = ops.select(finite, self.finite_steps + 1, ops.zeros_like(self.finite_steps))
+        grow = steps >= self.scale_window
+        scale = ops.select(finite, ops.select(grow, self.scale * self.scale_factor, self.scale),
+                           ops.maximum(self.scale / self.scale_factor, ops.ones_like(self.scale)))
+        steps = ops.select(grow, ops.zeros_like(steps), steps)
+        updated = ops.depend(ops.assign(self.scale, scale), ops.assign(self.finite_steps, steps))
+        return ops.depend(updated, ops.assign(self.overflow, ops.logical_not(finite)))
