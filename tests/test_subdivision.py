@@ -1,7 +1,9 @@
 """Adaptive subdivision on a synthetic logit field with a known circular boundary.
 
 The fine features encode pixel positions and the heads compute the analytic logit
-k * (r0 - |p - c|), so every re-predicted point is exact and we can see where points go.
+k * (r0 - |p - c|), so every re-predicted point is exact and we can see where points go. The fake
+point head also checks what the branch hands it: the coarse logits sampled at the same points
+(against a numpy sampler) and the predicted classes.
 """
 import numpy as np
 import mindspore as ms
@@ -13,6 +15,7 @@ from src.pointrend.mask_branch import PointRendMaskBranch
 from src.demo.synthetic_batch import small_config
 
 IMG = 64
+PREDICTED_CLASS = 1
 CENTRE = np.array([30.0, 33.0])
 RADIUS = 13.0
 BOX = np.array([[12.0, 15.0, 50.0, 52.0]], np.float32)  # contains the circle, away from the border
@@ -22,22 +25,41 @@ def analytic(x, y):
     return 2.0 * (RADIUS - np.sqrt((x - CENTRE[0]) ** 2 + (y - CENTRE[1]) ** 2))
 
 
+def numpy_point_sample(feat, points):
+    """feat (C, H, W), points (P, 2) box-normalised (x, y); grid_sample align_corners=False, zero padding."""
+    c, h, w = feat.shape
+    out = np.zeros((c, len(points)))
+    for p, (u, v) in enumerate(points):
+        x, y = u * w - 0.5, v * h - 0.5
+        x0, y0 = int(np.floor(x)), int(np.floor(y))
+        for yy in (y0, y0 + 1):
+            for xx in (x0, x0 + 1):
+                if 0 <= yy < h and 0 <= xx < w:
+                    out[:, p] += (1 - abs(y - yy)) * (1 - abs(x - xx)) * feat[:, yy, xx]
+    return out
+
+
 class FakeCoarseHead(nn.Cell):
-    """(R, 14, 14, C) sampled position features (channels last) -> analytic logits on the 7x7 cells."""
+    """(R, 14, 14, C) sampled position features (channels last) -> analytic logits on the 7x7 cells,
+    shifted by 3 x class so that a wrong class shows."""
 
     def __init__(self, num_classes):
         super().__init__()
         self.num_classes = num_classes
+        self.logits = None
 
     def construct(self, x):
         pos = x.asnumpy()[..., :2].transpose(0, 3, 1, 2).reshape(x.shape[0], 2, 7, 2, 7, 2).mean(axis=(3, 5))
         logits = analytic(pos[:, 0], pos[:, 1]).astype(np.float32)
-        return ms.Tensor(np.repeat(logits[:, None], self.num_classes, 1))
+        shift = 3.0 * (np.arange(self.num_classes, dtype=np.float32) - PREDICTED_CLASS)
+        self.logits = logits[:, None] + shift[None, :, None, None]  # the predicted class holds the analytic logits
+        return ms.Tensor(self.logits)
 
 
 class FakePointHead(nn.Cell):
-    def __init__(self):
+    def __init__(self, coarse_head):
         super().__init__()
+        self.coarse_head = coarse_head
         self.calls = []
 
     def fine_projection(self, rows):
@@ -46,6 +68,12 @@ class FakePointHead(nn.Cell):
     def predict_class(self, fine, coarse, classes):
         pos = fine.asnumpy()[:, :2] / 2.0  # (R, 2, P) image positions
         self.calls.append(pos)
+        assert classes.asnumpy().tolist() == [PREDICTED_CLASS]
+        # the coarse features of each point: every class's coarse logit, sampled at that point
+        u = (pos[0, 0] - BOX[0, 0]) / (BOX[0, 2] - BOX[0, 0])
+        v = (pos[0, 1] - BOX[0, 1]) / (BOX[0, 3] - BOX[0, 1])
+        expected = numpy_point_sample(self.coarse_head.logits[0], np.stack([u, v], 1))
+        np.testing.assert_allclose(coarse.asnumpy()[0], expected, rtol=1e-4, atol=1e-3)
         return ms.Tensor(analytic(pos[:, 0], pos[:, 1]).astype(np.float32))
 
 
@@ -59,10 +87,11 @@ def run_branch(steps):
         ys, xs = np.meshgrid((np.arange(h) + 0.5) * stride, (np.arange(w) + 0.5) * stride, indexing="ij")
         levels.append(ms.Tensor(np.stack([xs, ys])[None].astype(np.float32)))
     table = flatten_levels(tuple(levels))
-    point_head = FakePointHead()
-    branch = PointRendMaskBranch(cfg, layout, FakeCoarseHead(cfg.num_classes), point_head)
+    coarse_head = FakeCoarseHead(cfg.num_classes)
+    point_head = FakePointHead(coarse_head)
+    branch = PointRendMaskBranch(cfg, layout, coarse_head, point_head)
     probs = branch.predict(table, ms.Tensor(BOX), ms.Tensor(np.zeros(1, np.int32)),
-                           ms.Tensor(np.ones(1, np.int32))).asnumpy()[0]
+                           ms.Tensor(np.full(1, PREDICTED_CLASS, np.int32))).asnumpy()[0]
     return probs, point_head.calls
 
 
