@@ -67,17 +67,6 @@ def test_training_points_counts_and_importance_part():
         assert np.abs(kept).max() <= np.sort(np.abs(cand_logits))[n_unc] + 1e-5
 
 
-def test_network_draws_uniform_random_points():
-    """The branch's random draws: candidates and extra points are uniform in [0, 1]^2."""
-    from mindspore import ops
-    draw = ops.UniformReal()
-    pts = draw((64, 588, 2)).asnumpy()
-    assert pts.min() >= 0 and pts.max() <= 1  # float32 rounding can reach 1.0, still inside the box
-    hist = np.histogram2d(pts[..., 0].ravel(), pts[..., 1].ravel(), bins=4, range=[[0, 1], [0, 1]])[0]
-    expected = pts.size / 2 / 16
-    assert np.all(np.abs(hist - expected) < 5 * np.sqrt(expected))
-
-
 def test_uncertain_grid_points_and_regular_grid():
     grid = regular_grid_points(4)
     assert grid.shape == (16, 2)

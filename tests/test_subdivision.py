@@ -1,4 +1,5 @@
-"""Adaptive subdivision on a synthetic logit field with a known circular boundary.
+"""The PointRend mask branch's points, in training and in the adaptive subdivision, on a synthetic
+logit field with a known circular boundary.
 
 The fine features encode pixel positions and the heads compute the analytic logit
 k * (r0 - |p - c|), so every re-predicted point is exact and we can see where points go. The fake
@@ -41,7 +42,7 @@ def numpy_point_sample(feat, points):
 
 class FakeCoarseHead(nn.Cell):
     """(R, 14, 14, C) sampled position features (channels last) -> analytic logits on the 7x7 cells,
-    shifted by 3 x class so that a wrong class shows."""
+    shifted by 20 x class so that a wrong class shows."""
 
     def __init__(self, num_classes):
         super().__init__()
@@ -51,7 +52,7 @@ class FakeCoarseHead(nn.Cell):
     def construct(self, x):
         pos = x.asnumpy()[..., :2].transpose(0, 3, 1, 2).reshape(x.shape[0], 2, 7, 2, 7, 2).mean(axis=(3, 5))
         logits = analytic(pos[:, 0], pos[:, 1]).astype(np.float32)
-        shift = 3.0 * (np.arange(self.num_classes, dtype=np.float32) - PREDICTED_CLASS)
+        shift = 20.0 * (np.arange(self.num_classes, dtype=np.float32) - PREDICTED_CLASS)
         self.logits = logits[:, None] + shift[None, :, None, None]  # the predicted class holds the analytic logits
         return ms.Tensor(self.logits)
 
@@ -77,16 +78,20 @@ class FakePointHead(nn.Cell):
         return ms.Tensor(analytic(pos[:, 0], pos[:, 1]).astype(np.float32))
 
 
-def run_branch(steps):
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    cfg = small_config(img_height=IMG, img_width=IMG, subdivision_steps=steps, subdivision_num_points=784)
+def position_table(cfg):
+    """The flat table of one image whose two channels are the image (x, y) of each pixel centre, and its layout."""
     shapes = cfg.feature_shapes[:4]
-    layout = LevelLayout(shapes, 1)
     levels = []
     for (h, w), stride in zip(shapes, cfg.roi_align_featmap_strides):
         ys, xs = np.meshgrid((np.arange(h) + 0.5) * stride, (np.arange(w) + 0.5) * stride, indexing="ij")
         levels.append(ms.Tensor(np.stack([xs, ys])[None].astype(np.float32)))
-    table = flatten_levels(tuple(levels))
+    return flatten_levels(tuple(levels)), LevelLayout(shapes, 1)
+
+
+def run_branch(steps):
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    cfg = small_config(img_height=IMG, img_width=IMG, subdivision_steps=steps, subdivision_num_points=784)
+    table, layout = position_table(cfg)
     coarse_head = FakeCoarseHead(cfg.num_classes)
     point_head = FakePointHead(coarse_head)
     branch = PointRendMaskBranch(cfg, layout, coarse_head, point_head)
@@ -124,3 +129,53 @@ def test_subdivision_refines_the_boundary():
     err_coarse = np.mean((up > 0) != truth)
     assert err_fine < 0.5 * err_coarse, (err_fine, err_coarse)
     assert err_fine < 0.002
+
+
+class RecordingPointHead(nn.Cell):
+    """Training forward of a point head that records the positions and coarse features it gets."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.num_classes = num_classes
+        self.positions = self.coarse = None
+
+    def construct(self, fine, coarse):
+        self.positions = fine.asnumpy()[:, :2]  # (R, 2, P) image (x, y) of each point
+        self.coarse = coarse.asnumpy()
+        return ms.Tensor(np.zeros((fine.shape[0], self.num_classes, fine.shape[2]), np.float32))
+
+
+def test_training_points_lie_in_the_box_uncertain_first_then_uniform():
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    cfg = small_config(img_height=IMG, img_width=IMG)
+    table, layout = position_table(cfg)
+    coarse_head = FakeCoarseHead(cfg.num_classes)
+    point_head = RecordingPointHead(cfg.num_classes)
+    branch = PointRendMaskBranch(cfg, layout, coarse_head, point_head)
+    r = 48
+    rois = ms.Tensor(np.repeat(BOX, r, 0))
+    s = cfg.gt_mask_size
+    branch.losses(table, rois, ms.Tensor(np.zeros(r, np.int32)), ms.Tensor(np.full(r, PREDICTED_CLASS, np.int32)),
+                  ms.Tensor(np.ones(r, np.float32)), ms.Tensor(np.zeros((r, s, s), np.float32)), rois)
+    pos = point_head.positions
+    assert pos.shape == (r, 2, cfg.train_num_points)
+    u = (pos[:, 0] - BOX[0, 0]) / (BOX[0, 2] - BOX[0, 0])
+    v = (pos[:, 1] - BOX[0, 1]) / (BOX[0, 3] - BOX[0, 1])
+    assert u.min() >= -1e-4 and u.max() <= 1 + 1e-4 and v.min() >= -1e-4 and v.max() <= 1 + 1e-4
+    num_uncertain = int(cfg.importance_sample_ratio * cfg.train_num_points)
+    # the random part: uniform over the box
+    hist = np.histogram2d(u[:, num_uncertain:].ravel(), v[:, num_uncertain:].ravel(), bins=4,
+                          range=[[0, 1], [0, 1]])[0]
+    expected = u[:, num_uncertain:].size / 16
+    assert np.all(np.abs(hist - expected) < 5 * np.sqrt(expected)), hist
+    # the coarse features are every class's coarse logit sampled at the points (numpy sampler)
+    gt_logit = np.empty(u.shape)
+    for i in range(r):
+        sampled = numpy_point_sample(coarse_head.logits[i], np.stack([u[i], v[i]], 1))
+        np.testing.assert_allclose(point_head.coarse[i], sampled, rtol=1e-4, atol=1e-3)
+        gt_logit[i] = sampled[PREDICTED_CLASS]
+    # the importance part: the most uncertain of 3x as many uniform candidates under the GT class's
+    # coarse logits (their quarter nearest the boundary), so all more uncertain than half the uniform points
+    uniform_quantile = np.quantile(np.abs(gt_logit[:, num_uncertain:]), 0.5)
+    most_certain = np.abs(gt_logit[:, :num_uncertain]).max()
+    assert most_certain <= uniform_quantile, (most_certain, uniform_quantile)
