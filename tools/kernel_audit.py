@@ -1,0 +1,220 @@
+"""Which primitives the compiled graphs use, and whether MindSpore declares each of them for GPU.
+
+    python tools/kernel_audit.py [--graphs train/pointrend infer/pointrend train/standard infer/standard]
+
+This machine has no GPU, so the audit reads what MindSpore says: every graph is compiled here (a
+small config; the primitives do not depend on sizes) with its IR saved, and every primitive of the
+backend graph (after MindSpore's device-independent passes) is looked up in MindSpore's own
+"Supported Platforms" declarations, in this order:
+
+1. the primitive's class (or the ``mindspore.ops`` function its docstring refers to);
+2. the MindSpore API function that created the node, read from the node's source trace in the IR
+   (e.g. ``SumExt`` comes from ``ops.sum``; Python's ``*`` and ``/`` on a tensor and a number
+   become ``Muls`` / ``Divs`` through ``muls`` / ``divs``, which are ``ops.mul`` / ``ops.div``);
+3. for a gradient kernel (``ReluGrad``, ``Conv2DBackpropInput``, ...), the forward primitive it
+   differentiates (``GRADIENT_OF``): MindSpore declares platforms per forward operator.
+
+Prints one line per primitive (platforms, how it was found, where it comes from in this project) and
+exits with 1 if any primitive is not declared for GPU.
+"""
+import argparse
+import glob
+import importlib
+import inspect
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GRAPHS = ("train/pointrend", "infer/pointrend", "train/standard", "infer/standard")
+
+# Graph bookkeeping nodes, not kernels.
+STRUCTURAL = {"Load", "MakeTuple", "TupleGetItem", "UpdateState", "Depend", "Return", "Partial", "Switch",
+              "SwitchLayer", "MakeList", "ListGetItem", "stop_gradient", "StopGradient"}
+# Python operators on tensors and numbers are generated functions without their own docs; the
+# documented operators they stand for:
+OPERATOR_FUNCTIONS = {"muls": "mul", "divs": "div", "adds": "add", "subs": "sub"}
+# gradient kernels -> the forward primitive whose declaration covers them
+GRADIENT_OF = {
+    "BatchNormGrad": "BatchNorm", "BiasAddGrad": "BiasAdd", "BinaryCrossEntropyWithLogitsBackward": "BCEWithLogitsLoss",
+    "Conv2DBackpropFilter": "Conv2D", "Conv2DBackpropInput": "Conv2D", "GatherDGradV2": "GatherD",
+    "MaxPoolGrad": "MaxPool", "ReluGrad": "ReLU", "ResizeBilinearGrad": "ResizeBilinearV2",
+    "SigmoidGrad": "Sigmoid", "StridedSliceGrad": "StridedSlice", "MaximumGrad": "Maximum",
+    "MinimumGrad": "Minimum", "GroupNormGrad": "GroupNorm", "SoftmaxBackward": "Softmax",
+}
+PRIMITIVE_MODULES = ("mindspore.ops.operations", "mindspore.ops.auto_generate.gen_ops_prim",
+                     "mindspore.ops.operations._grad_ops", "mindspore.ops.operations._inner_ops",
+                     "mindspore.ops.operations.manually_defined")
+
+# What the compiling subprocess runs: one graph, IR saved to the folder given.
+COMPILE = r"""
+import os, sys
+sys.path.insert(0, {root!r})
+from src.utils.runtime import cap_onednn_isa
+cap_onednn_isa()
+import mindspore as ms
+from mindspore import nn
+from src.demo.synthetic_batch import small_config, synthetic_batch
+from src.maskrcnn_pointrend_r50 import MaskRcnnPointRend
+from src.training.network_define import TrainOneStepCell, WithLossCell, split_decay_groups
+ms.set_context(mode=ms.GRAPH_MODE)
+ms.set_device("CPU")
+cfg = small_config(mask_head={head!r}, resnet_block=[1, 1, 1, 1])
+net = MaskRcnnPointRend(cfg, cfg.batch_size)
+data = synthetic_batch(cfg)
+if {kind!r} == "train":
+    net.set_train(True)
+    opt = nn.Momentum(split_decay_groups(net.trainable_params(), 1e-4, False), learning_rate=0.01, momentum=0.9)
+    cell = TrainOneStepCell(WithLossCell(net, cfg), opt, loss_scale=1024.0, dynamic_scale=True)
+    cell.set_train(True)
+    names = ("img", "img_metas", "gt_bboxes", "gt_labels", "gt_valids", "gt_masks")
+else:
+    net.set_train(False)
+    cell = net
+    names = ("img", "img_metas")
+cell.compile(*[ms.Tensor(data[k]) for k in names])
+"""
+
+_NODE = re.compile(r"^\s+%\d+\([^)]*\) = (?:PrimFunc_)?([A-Za-z_][A-Za-z0-9_]*)\(")
+_TRACE = re.compile(r"# In file (.+?):(\d+)[^/]*/(.*)/$")
+_API_DEF = re.compile(r"^\s*def (\w+)\(")
+
+
+def compile_graph(graph, ir_dir):
+    """Compile ``graph`` ("train/pointrend", ...) in a subprocess with its IR saved in ir_dir."""
+    kind, head = graph.split("/")
+    env = dict(os.environ, MS_DEV_SAVE_GRAPHS="1", MS_DEV_SAVE_GRAPHS_PATH=ir_dir, GLOG_v="3")
+    script = COMPILE.format(root=ROOT, kind=kind, head=head)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(f"compiling {graph} failed: {out.stderr.strip().splitlines()[-1:]}")
+
+
+def backend_nodes(ir_dir):
+    """[(primitive, trace lines, is gradient)] of the backend graphs after the common passes."""
+    files = sorted(glob.glob(os.path.join(ir_dir, "hwopt_common_unify_mindir_after_graph_*.ir")))
+    if not files:
+        raise RuntimeError(f"no backend IR in {ir_dir}: did MS_DEV_SAVE_GRAPHS take effect?")
+    nodes = []
+    for path in files:
+        current = None
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                match = _NODE.match(line)
+                if match:
+                    current = [match.group(1), [], False]
+                    nodes.append(current)
+                elif current is not None and "# Scope: (Gradients/" in line:
+                    current[2] = True
+                elif current is not None:
+                    trace = _TRACE.search(line)
+                    if trace:
+                        current[1].append((trace.group(1), int(trace.group(2)), trace.group(3)))
+    return [tuple(n) for n in nodes if n[0] not in STRUCTURAL]
+
+
+def platforms_of(obj):
+    """The "Supported Platforms" line of an object's docstring, or None."""
+    match = re.search(r"Supported Platforms:\s*\n\s*(.+)", inspect.getdoc(obj) or "")
+    return match.group(1).replace("``", "").split() if match else None
+
+
+def class_declaration(name):
+    """(platforms, how) from the primitive class ``name``, or (None, None)."""
+    import mindspore.ops as ops
+    for module in PRIMITIVE_MODULES:
+        cls = getattr(importlib.import_module(module), name, None)
+        if cls is None:
+            continue
+        found = platforms_of(cls)
+        if found and found != ["Deprecated"]:
+            return found, f"class {name}"
+        ref = re.search(r":func:`mindspore\.ops\.(\w+)`", inspect.getdoc(cls) or "")
+        if ref and hasattr(ops, ref.group(1)):
+            found = platforms_of(getattr(ops, ref.group(1)))
+            if found:
+                return found, f"ops.{ref.group(1)} (named by class {name})"
+    return None, None
+
+
+def api_declaration(trace):
+    """(platforms, how) from the innermost MindSpore API function in a node's source trace."""
+    import mindspore.ops as ops
+    for path, _, code in reversed(trace):
+        if "site-packages/mindspore/" not in path.replace(os.sep, "/"):
+            continue
+        match = _API_DEF.match(code)
+        if not match:
+            continue
+        name = OPERATOR_FUNCTIONS.get(match.group(1), match.group(1))
+        if hasattr(ops, name):
+            found = platforms_of(getattr(ops, name))
+            if found and found != ["Deprecated"]:
+                return found, f"ops.{name} (in its trace)"
+    return None, None
+
+
+def project_origin(trace):
+    """The innermost line of this project in a trace: 'path:line', or '?'."""
+    for path, line, _ in reversed(trace):
+        norm = path.replace(os.sep, "/")
+        if norm.startswith(ROOT.replace(os.sep, "/")) and "/.venv/" not in norm and "site-packages" not in norm:
+            return f"{os.path.relpath(path, ROOT)}:{line}"
+    return "?"
+
+
+def audit(graphs=GRAPHS, keep_ir=None):
+    """{primitive: {"platforms", "how", "origin", "graphs"}} over the compiled graphs."""
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for graph in graphs:
+            ir_dir = os.path.join(keep_ir or tmp, graph.replace("/", "_"))
+            compile_graph(graph, ir_dir)
+            for name, trace, gradient in backend_nodes(ir_dir):
+                row = rows.setdefault(name, {"platforms": None, "how": None, "origin": "?", "graphs": set()})
+                row["graphs"].add(graph)
+                if row["origin"] == "?":
+                    row["origin"] = project_origin(trace)
+                if row["platforms"] and "GPU" in row["platforms"]:
+                    continue
+                found, how = class_declaration(name)
+                if not found and name in GRADIENT_OF:
+                    found, how = class_declaration(GRADIENT_OF[name])
+                    how = how and f"gradient of {GRADIENT_OF[name]}: {how}"
+                if not (found and "GPU" in found):
+                    api_found, api_how = api_declaration(trace)
+                    if api_found:
+                        found, how = api_found, api_how + (" of the forward node" if gradient else "")
+                if found:
+                    row["platforms"], row["how"] = found, how
+    return rows
+
+
+def report(rows):
+    """Text table, undeclared-for-GPU primitives first."""
+    lines = []
+    for name in sorted(rows, key=lambda n: ("GPU" in (rows[n]["platforms"] or []), n)):
+        row = rows[name]
+        platforms = " ".join(row["platforms"]) if row["platforms"] else "NOT DECLARED"
+        lines.append(f"{name:38s} {platforms:20s} {row['how'] or '-':48s} {row['origin']}  "
+                     f"[{', '.join(sorted(row['graphs']))}]")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--graphs", nargs="+", default=list(GRAPHS), choices=list(GRAPHS))
+    parser.add_argument("--keep-ir", default=None, help="keep the IR files in this folder")
+    args = parser.parse_args()
+    rows = audit(args.graphs, args.keep_ir)
+    print(report(rows))
+    missing = [n for n, r in rows.items() if "GPU" not in (r["platforms"] or [])]
+    print(f"{len(rows)} primitives, {len(rows) - len(missing)} declared for GPU"
+          + (f"; not declared for GPU: {', '.join(sorted(missing))}" if missing else ""))
+    sys.exit(1 if missing else 0)
+
+
+if __name__ == "__main__":
+    main()
