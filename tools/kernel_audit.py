@@ -9,12 +9,14 @@ backend graph (after MindSpore's device-independent passes) is looked up in Mind
 
 1. the primitive's class (or the ``mindspore.ops`` function its docstring refers to);
 2. the MindSpore API function that created the node, read from the node's source trace in the IR
-   (e.g. ``SumExt`` comes from ``ops.sum``; Python's ``*`` and ``/`` on a tensor and a number
-   become ``Muls`` / ``Divs`` through ``muls`` / ``divs``, which are ``ops.mul`` / ``ops.div``);
+   (e.g. ``SumExt`` comes from ``ops.sum``), or for the primitives that Python's operators between a
+   tensor and a number become (``x * 0.5`` -> ``Muls``), the documented operator (``ops.mul``): a
+   declaration of an API is taken to cover the primitives MindSpore implements it with;
 3. for a gradient kernel (``ReluGrad``, ``Conv2DBackpropInput``, ...), the forward primitive it
    differentiates (``GRADIENT_OF``): MindSpore declares platforms per forward operator.
 
-Prints one line per primitive (platforms, how it was found, where it comes from in this project) and
+Nodes that MindSpore's compiler inserts itself (no source in their trace) are listed in
+``COMPILER_INSERTED`` with the evidence that the GPU backend has them. Prints one line per primitive (platforms, how it was found, where it comes from in this project) and
 exits with 1 if any primitive is not declared for GPU.
 """
 import argparse
@@ -26,6 +28,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRAPHS = ("train/pointrend", "infer/pointrend", "train/standard", "infer/standard")
@@ -33,9 +36,15 @@ GRAPHS = ("train/pointrend", "infer/pointrend", "train/standard", "infer/standar
 # Graph bookkeeping nodes, not kernels.
 STRUCTURAL = {"Load", "MakeTuple", "TupleGetItem", "UpdateState", "Depend", "Return", "Partial", "Switch",
               "SwitchLayer", "MakeList", "ListGetItem", "stop_gradient", "StopGradient"}
-# Python operators on tensors and numbers are generated functions without their own docs; the
-# documented operators they stand for:
-OPERATOR_FUNCTIONS = {"muls": "mul", "divs": "div", "adds": "add", "subs": "sub"}
+# Python operators between a tensor and a number: the primitive -> the documented operator
+OPERATOR_PRIMITIVES = {"Muls": "mul", "Divs": "div", "LessScalar": "less", "RemainderTensorScalar": "remainder"}
+# trace frames of generated functions without docs -> the documented operator
+OPERATOR_FUNCTIONS = {"muls": "mul", "divs": "div"}
+# nodes without source that MindSpore inserts, and why the GPU backend has them
+COMPILER_INSERTED = {
+    "TensorMove": "inserted before a Parameter is assigned (the dynamic loss scale); MindSpore's GPU plugin "
+                  "inserts TensorMove itself (InsertTensorMoveForCommunication)",
+}
 # gradient kernels -> the forward primitive whose declaration covers them
 GRADIENT_OF = {
     "BatchNormGrad": "BatchNorm", "BiasAddGrad": "BiasAdd", "BinaryCrossEntropyWithLogitsBackward": "BCEWithLogitsLoss",
@@ -139,13 +148,25 @@ def class_declaration(name):
     return None, None
 
 
+def _decorated_def(path, line):
+    """The ``def`` match below a decorator at ``path``:``line`` (a trace names the decorator line)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()[line - 1:line + 9]
+    except OSError:
+        return None
+    return next((m for m in map(_API_DEF.match, lines) if m), None)
+
+
 def api_declaration(trace):
     """(platforms, how) from the innermost MindSpore API function in a node's source trace."""
     import mindspore.ops as ops
-    for path, _, code in reversed(trace):
+    for path, line, code in reversed(trace):
         if "site-packages/mindspore/" not in path.replace(os.sep, "/"):
             continue
         match = _API_DEF.match(code)
+        if not match and code.lstrip().startswith("@"):
+            match = _decorated_def(path, line)
         if not match:
             continue
         name = OPERATOR_FUNCTIONS.get(match.group(1), match.group(1))
@@ -165,28 +186,42 @@ def project_origin(trace):
     return "?"
 
 
-def audit(graphs=GRAPHS, keep_ir=None):
+def classify(name, trace, gradient):
+    """(platforms, how) that MindSpore declares for a node ``name`` with its source ``trace``
+    (rules 1-3 of the module docstring), or (None, None)."""
+    import mindspore.ops as ops
+    found, how = class_declaration(name)
+    if not found and name in GRADIENT_OF:
+        found, how = class_declaration(GRADIENT_OF[name])
+        how = how and f"gradient of {GRADIENT_OF[name]}: {how}"
+    if not found and name in OPERATOR_PRIMITIVES:
+        found = platforms_of(getattr(ops, OPERATOR_PRIMITIVES[name]))
+        how = f"ops.{OPERATOR_PRIMITIVES[name]} (a Python operator with a number)"
+    if not found and name in COMPILER_INSERTED and not trace:
+        found, how = ["GPU"], f"compiler-inserted: {COMPILER_INSERTED[name]}"
+    if not (found and "GPU" in found):
+        api_found, api_how = api_declaration(trace)
+        if api_found:
+            found, how = api_found, api_how + (" of the forward node" if gradient else "")
+    return found, how
+
+
+def audit(graphs=GRAPHS, keep_ir=None, parallel=2):
     """{primitive: {"platforms", "how", "origin", "graphs"}} over the compiled graphs."""
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
+        ir_dirs = {graph: os.path.join(keep_ir or tmp, graph.replace("/", "_")) for graph in graphs}
+        with ThreadPoolExecutor(parallel) as pool:  # each compile is a subprocess of its own
+            list(pool.map(lambda g: compile_graph(g, ir_dirs[g]), graphs))
         for graph in graphs:
-            ir_dir = os.path.join(keep_ir or tmp, graph.replace("/", "_"))
-            compile_graph(graph, ir_dir)
-            for name, trace, gradient in backend_nodes(ir_dir):
+            for name, trace, gradient in backend_nodes(ir_dirs[graph]):
                 row = rows.setdefault(name, {"platforms": None, "how": None, "origin": "?", "graphs": set()})
                 row["graphs"].add(graph)
                 if row["origin"] == "?":
                     row["origin"] = project_origin(trace)
                 if row["platforms"] and "GPU" in row["platforms"]:
                     continue
-                found, how = class_declaration(name)
-                if not found and name in GRADIENT_OF:
-                    found, how = class_declaration(GRADIENT_OF[name])
-                    how = how and f"gradient of {GRADIENT_OF[name]}: {how}"
-                if not (found and "GPU" in found):
-                    api_found, api_how = api_declaration(trace)
-                    if api_found:
-                        found, how = api_found, api_how + (" of the forward node" if gradient else "")
+                found, how = classify(name, trace, gradient)
                 if found:
                     row["platforms"], row["how"] = found, how
     return rows

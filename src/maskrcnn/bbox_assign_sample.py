@@ -50,7 +50,6 @@ class BboxAssignSample(nn.Cell):
         self.num_total = cfg.num_expected_neg
         self.means = tuple(cfg.rpn_target_means)
         self.stds = tuple(cfg.rpn_target_stds)
-        self.uniform = ops.UniformReal()
 
     def construct(self, gt_bboxes, gt_valids):
         """Assign and sample.
@@ -77,9 +76,9 @@ class BboxAssignSample(nn.Cell):
         pos = ops.logical_or(max_iou >= self.pos_iou_thr, claimed)
         neg = ops.logical_and(ops.logical_and(max_iou < self.neg_iou_thr, max_iou >= 0.0), ops.logical_not(pos))
 
-        sampled_pos = select_random(pos, self.uniform((batch, self.num_anchors)), self.num_pos)
+        sampled_pos = select_random(pos, ops.rand((batch, self.num_anchors)), self.num_pos)
         num_neg = self.num_total - sampled_pos.astype(ms.int32).sum(axis=1)
-        sampled_neg = select_random(neg, self.uniform((batch, self.num_anchors)), self.num_total, num_neg)
+        sampled_neg = select_random(neg, ops.rand((batch, self.num_anchors)), self.num_total, num_neg)
 
         matched = ops.gather_elements(gt_bboxes, 1, ops.broadcast_to(ops.expand_dims(assigned, 2),
                                                                      (batch, self.num_anchors, 4)))

@@ -25,7 +25,6 @@ class BboxAssignSampleForRcnn(nn.Cell):
         self.num_total = cfg.num_expected_total_stage2
         self.means = tuple(cfg.rcnn_target_means)
         self.stds = tuple(cfg.rcnn_target_stds)
-        self.uniform = ops.UniformReal()
 
     def construct(self, proposals, proposal_valid, gt_bboxes, gt_labels, gt_valids):
         """Args:
@@ -44,12 +43,12 @@ class BboxAssignSampleForRcnn(nn.Cell):
         max_iou = overlaps.max(axis=2)
         max_iou = ops.where(candidate_valid, max_iou, ops.full_like(max_iou, -1.0))
         assigned = ops.argmax(overlaps, dim=2).astype(ms.int32)
-        pos = select_random(max_iou >= self.pos_thr, self.uniform((batch, num)), self.num_pos)
+        pos = select_random(max_iou >= self.pos_thr, ops.rand((batch, num)), self.num_pos)
         neg = ops.logical_and(max_iou < self.neg_thr, max_iou >= 0.0)
-        neg = select_random(neg, self.uniform((batch, num)), self.num_neg)
+        neg = select_random(neg, ops.rand((batch, num)), self.num_neg)
 
         # one top-k orders the slots: sampled positives (key >= 2), then sampled negatives
-        noise = self.uniform((batch, num))
+        noise = ops.rand((batch, num))
         key = ops.where(pos, noise + 2.0, ops.where(neg, noise, ops.full_like(noise, -1.0)))
         key, index = ops.topk(key, min(self.num_total, num))
         is_pos = key >= 2.0

@@ -40,7 +40,6 @@ class PointRendMaskBranch(nn.Cell):
         self.target_grid = ms.Tensor(regular_grid_points(self.out_side * self.target_sample_num))
         self.num_candidates, self.num_uncertain, self.num_random = training_point_counts(
             cfg.train_num_points, cfg.oversample_ratio, cfg.importance_sample_ratio)
-        self.uniform = ops.UniformReal()
         self.upsample = ops.ResizeBilinearV2(align_corners=False, half_pixel_centers=True)
         # detectron2 skips the point head while the upsampled map has no more than
         # num_points / 4 cells (the next step re-predicts all of them anyway).
@@ -86,8 +85,8 @@ class PointRendMaskBranch(nn.Cell):
                                      self.out_side, self.target_sample_num)
 
         class_coarse = ops.expand_dims(select_class(coarse, labels), 1)  # (R, 1, h, w)
-        candidates = self.uniform((r, self.num_candidates, 2))
-        extra = self.uniform((r, self.num_random, 2))
+        candidates = ops.rand((r, self.num_candidates, 2))
+        extra = ops.rand((r, self.num_random, 2))
         points = ops.stop_gradient(training_points(ops.stop_gradient(class_coarse), candidates, extra,
                                                    self.num_uncertain))
         image_points = box_points_to_image(rois, points)
