@@ -14,6 +14,7 @@ from mindspore.ops import ResizeBilinearV2
 from src.layers.feature_table import LevelLayout, flatten_levels
 from src.pointrend.mask_branch import PointRendMaskBranch
 from src.demo.synthetic_batch import small_config
+from test_point_selection import numpy_point_sample
 
 IMG = 64
 PREDICTED_CLASS = 1
@@ -24,20 +25,6 @@ BOX = np.array([[12.0, 15.0, 50.0, 52.0]], np.float32)  # contains the circle, a
 
 def analytic(x, y):
     return 2.0 * (RADIUS - np.sqrt((x - CENTRE[0]) ** 2 + (y - CENTRE[1]) ** 2))
-
-
-def numpy_point_sample(feat, points):
-    """feat (C, H, W), points (P, 2) box-normalised (x, y); grid_sample align_corners=False, zero padding."""
-    c, h, w = feat.shape
-    out = np.zeros((c, len(points)))
-    for p, (u, v) in enumerate(points):
-        x, y = u * w - 0.5, v * h - 0.5
-        x0, y0 = int(np.floor(x)), int(np.floor(y))
-        for yy in (y0, y0 + 1):
-            for xx in (x0, x0 + 1):
-                if 0 <= yy < h and 0 <= xx < w:
-                    out[:, p] += (1 - abs(y - yy)) * (1 - abs(x - xx)) * feat[:, yy, xx]
-    return out
 
 
 class FakeCoarseHead(nn.Cell):

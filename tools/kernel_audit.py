@@ -16,8 +16,9 @@ backend graph (after MindSpore's device-independent passes) is looked up in Mind
    differentiates (``GRADIENT_OF``): MindSpore declares platforms per forward operator.
 
 Nodes that MindSpore's compiler inserts itself (no source in their trace) are listed in
-``COMPILER_INSERTED`` with the evidence that the GPU backend has them. Prints one line per primitive (platforms, how it was found, where it comes from in this project) and
-exits with 1 if any primitive is not declared for GPU.
+``COMPILER_INSERTED`` with the evidence that the GPU backend has them. Prints one line per
+primitive (platforms, how it was found, where it comes from in this project) and exits with 1 if
+any primitive is not declared for GPU.
 """
 import argparse
 import glob
