@@ -71,10 +71,10 @@ run_logged() {
     echo "started (pid $!); log: $log"
 }
 
-# positive_int NAME VALUE USAGE: stop with USAGE unless VALUE is a positive integer.
+# positive_int VALUE USAGE: stop with USAGE unless VALUE is a positive integer.
 positive_int() {
-    case "$2" in
-        ''|*[!0-9]*|0) echo "$3" >&2; exit 1 ;;
+    case "$1" in
+        ''|*[!0-9]*|0) echo "$2" >&2; exit 1 ;;
     esac
 }
 

@@ -14,7 +14,7 @@ require_dir DATA_PATH "$DATA_PATH"
 DEVICE_NUM="${DEVICE_NUM:-2}"
 WORKER_NUM="${WORKER_NUM:-$DEVICE_NUM}"
 LOCAL_WORKER_NUM="${LOCAL_WORKER_NUM:-$DEVICE_NUM}"
-for n in "$DEVICE_NUM" "$WORKER_NUM" "$LOCAL_WORKER_NUM"; do positive_int NUM "$n" "$USAGE"; done
+for n in "$DEVICE_NUM" "$WORKER_NUM" "$LOCAL_WORKER_NUM"; do positive_int "$n" "$USAGE"; done
 [ "$LOCAL_WORKER_NUM" -le "$WORKER_NUM" ] || { echo "$USAGE" >&2; exit 1; }
 
 LOG_DIR="$(abs_path "${LOG_DIR:-log_dist}")"

@@ -16,7 +16,7 @@ PRETRAINED_PATH="$(optional_file PRETRAINED_PATH "${POSITIONAL[2]:-}")"
 NOT_MASK="$(not_mask_arg "${POSITIONAL[3]:-}")"
 require_dir DATA_PATH "$DATA_PATH"
 DEVICE_NUM="${DEVICE_NUM:-8}"
-positive_int DEVICE_NUM "$DEVICE_NUM" "$USAGE"
+positive_int "$DEVICE_NUM" "$USAGE"
 LOG_DIR="$(pwd)/log_dist"
 
 case "${LAUNCHER:-mpirun}" in
@@ -39,7 +39,7 @@ case "${LAUNCHER:-mpirun}" in
         [ -z "${HOSTFILE:-}" ] || { echo "$USAGE" >&2; exit 1; }
         WORKER_NUM="${WORKER_NUM:-$DEVICE_NUM}"
         LOCAL_WORKER_NUM="${LOCAL_WORKER_NUM:-$DEVICE_NUM}"
-        for n in "$WORKER_NUM" "$LOCAL_WORKER_NUM"; do positive_int NUM "$n" "$USAGE"; done
+        for n in "$WORKER_NUM" "$LOCAL_WORKER_NUM"; do positive_int "$n" "$USAGE"; done
         [ "$LOCAL_WORKER_NUM" -le "$WORKER_NUM" ] || { echo "$USAGE" >&2; exit 1; }
         msrun_command "$LOG_DIR"
         ;;
