@@ -36,8 +36,9 @@ def class_names_and_ids(cfg):
         labels = range(1, class_map.num_classes)
         return ({lb: class_map.names[lb - 1] for lb in labels}, {lb: class_map.category_ids[lb - 1] for lb in labels})
     if len(cfg.coco_classes) == cfg.num_classes:
+        ids = cfg.coco_category_ids if len(cfg.coco_category_ids) == cfg.num_classes - 1 else range(1, cfg.num_classes)
         return ({lb: cfg.coco_classes[lb] for lb in range(1, cfg.num_classes)},
-                {lb: lb for lb in range(1, cfg.num_classes)})
+                {lb: int(ids[lb - 1]) for lb in range(1, cfg.num_classes)})
     return ({lb: f"class {lb}" for lb in range(1, cfg.num_classes)}, {lb: lb for lb in range(1, cfg.num_classes)})
 
 

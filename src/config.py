@@ -341,6 +341,9 @@ def _check_relations(cfg):
     if list(cfg.mask_shape) != [2 * cfg.roi_layer.mask_out_size] * 2:
         raise ConfigError(f"config key 'mask_shape': must be [{2 * cfg.roi_layer.mask_out_size}, "
                           f"{2 * cfg.roi_layer.mask_out_size}] (the standard head doubles roi_layer.mask_out_size)")
+    if cfg.coco_category_ids and len(cfg.coco_category_ids) != len(cfg.coco_classes) - 1:
+        raise ConfigError(f"config key 'coco_category_ids': needs one id per class of coco_classes after the "
+                          f"background ({len(cfg.coco_classes) - 1}), got {len(cfg.coco_category_ids)}")
     if cfg.num_expected_pos_stage2 > cfg.num_expected_total_stage2:
         raise ConfigError("config key 'num_expected_pos_stage2': larger than num_expected_total_stage2")
     if cfg.epoch_size > cfg.total_epoch:

@@ -51,8 +51,9 @@ class MaskRcnnPointRend(nn.Cell):
         self.num_classes = cfg.num_classes
         self.batch_size = batch_size
         self.backbone = ResNetFea(cfg.resnet_block, cfg.resnet_in_channels, cfg.resnet_out_channels,
-                                  cfg.backbone_norm, cfg.freeze_at)
-        self.fpn_ncek = FeatPyramidNeck(cfg.fpn_in_channels, cfg.fpn_out_channels, cfg.fpn_num_outs)
+                                  cfg.backbone_norm, cfg.freeze_at, cfg.stride_in_1x1, cfg.stem_pool_padding)
+        self.fpn_ncek = FeatPyramidNeck(cfg.fpn_in_channels, cfg.fpn_out_channels, cfg.fpn_num_outs,
+                                        cfg.fpn_upsample)
         self.rpn_with_loss = RPN(cfg.rpn_in_channels, cfg.rpn_feat_channels, cfg.num_anchors,
                                  cfg.rpn_cls_out_channels)
         self.rcnn_cls = RcnnCls(cfg, self.num_classes)
@@ -66,7 +67,8 @@ class MaskRcnnPointRend(nn.Cell):
             self.mask_point_head = StandardPointHead(cfg.fpn_out_channels, cfg.point_fc_dim, cfg.point_num_fc,
                                                      self.num_classes)
 
-        anchors = multi_level_anchors(cfg.feature_shapes, cfg.anchor_strides, cfg.anchor_scales, cfg.anchor_ratios)
+        anchors = multi_level_anchors(cfg.feature_shapes, cfg.anchor_strides, cfg.anchor_scales, cfg.anchor_ratios,
+                                      cfg.anchor_style)
         self.num_roi_levels = len(cfg.roi_align_featmap_strides)
         roi_shapes = cfg.feature_shapes[:self.num_roi_levels]
         self.rpn_loss = RpnLoss(cfg, np.concatenate(anchors, 0))
@@ -75,7 +77,8 @@ class MaskRcnnPointRend(nn.Cell):
         self.sampler_stage2 = BboxAssignSampleForRcnn(cfg)
         self.roi_align = MultiLevelRoIAlign(roi_shapes, cfg.roi_align_featmap_strides, batch_size,
                                             cfg.roi_layer.out_size, cfg.roi_layer.sample_num,
-                                            cfg.roi_align_finest_scale)
+                                            cfg.roi_align_finest_scale, cfg.roi_layer.aligned,
+                                            cfg.roi_layer.max_sample_num)
         self.postprocess = DetectionPostprocess(cfg, self.num_classes, self.proposal_test.num_proposals)
         if use_pointrend:
             self.mask_branch = PointRendMaskBranch(cfg, LevelLayout(roi_shapes, batch_size), self.mask_coarse_head,

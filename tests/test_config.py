@@ -74,7 +74,7 @@ def test_overrides_are_typed_and_rederive():
     (["--subdivision_steps=99"], "'subdivision_steps': must be in [1, 6], got 99"),
     (["--anchor_ratios=[]"], "'anchor_ratios': its length must be >= 1"),
     (["--anchor_ratios=[1.0,-2.0]"], "'anchor_ratios[1]': must be > 0"),
-    (["--roi_layer.sample_num=0"], "'roi_layer.sample_num': must be >= 1"),
+    (["--roi_layer.sample_num=-1"], "'roi_layer.sample_num': must be >= 0"),
     (["--test_iou_thr=0"], "'test_iou_thr': must be in (0, 1]"),
     (["--momentum=1.0"], "'momentum': must be in [0, 1)"),
     (["--img_std=[1,1]"], "'img_std': its length must be in [3, 3]"),

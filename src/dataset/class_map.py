@@ -101,8 +101,8 @@ def resolve_num_classes(cfg, mindrecord_dir=None):
     """Make ``cfg.num_classes`` agree with the data set's class mapping; returns the ClassMap.
 
     ``cfg.num_classes == 0`` takes K + 1 from the mapping; any other value must equal it.
-    ``cfg.coco_classes`` becomes ``["background"] + names`` so that logs and result files name the
-    classes of this data set.
+    ``cfg.coco_classes`` becomes ``["background"] + names`` and ``cfg.coco_category_ids`` the data
+    set's ids, so that logs and result files name the classes of this data set.
     """
     class_map = load_class_map(mindrecord_dir or cfg.mindrecord_dir)
     if cfg.num_classes == 0:
@@ -113,4 +113,5 @@ def resolve_num_classes(cfg, mindrecord_dir=None):
                           f"({classes_path(mindrecord_dir or cfg.mindrecord_dir)}); set num_classes to 0 or "
                           f"{class_map.num_classes}")
     cfg.coco_classes = ["background"] + class_map.names
+    cfg.coco_category_ids = list(class_map.category_ids)
     return class_map

@@ -37,6 +37,35 @@ def rescale_size(height, width, canvas_h, canvas_w, keep_ratio):
     return new_h, new_w
 
 
+def shortest_edge_size(height, width, min_size, max_size):
+    """detectron2's ``ResizeShortestEdge`` size: the shorter side becomes ``min_size`` unless the
+    longer side would then exceed ``max_size``; sides rounded as int(x + 0.5).
+
+    Returns:
+        (new_h, new_w).
+    """
+    scale = min_size / min(height, width)
+    new_h, new_w = (min_size, scale * width) if height < width else (scale * height, min_size)
+    if max(new_h, new_w) > max_size:
+        shrink = max_size / max(new_h, new_w)
+        new_h, new_w = new_h * shrink, new_w * shrink
+    return int(new_h + 0.5), int(new_w + 0.5)
+
+
+def eval_size(height, width, cfg):
+    """Size (new_h, new_w) of an image resized for evaluation/inference by ``cfg.resize_rule``.
+
+    shortest_edge: detectron2's size, shrunk (keeping the aspect ratio) when it does not fit the
+    canvas, e.g. a portrait image on a landscape canvas.
+    """
+    if cfg.resize_rule == "shortest_edge":
+        new_h, new_w = shortest_edge_size(height, width, cfg.min_size_test, cfg.max_size_test)
+        if new_h <= cfg.img_height and new_w <= cfg.img_width:
+            return new_h, new_w
+        return rescale_size(height, width, cfg.img_height, cfg.img_width, True)
+    return rescale_size(height, width, cfg.img_height, cfg.img_width, cfg.keep_ratio)
+
+
 class Geometry:
     """Axis-aligned map original image -> canvas in continuous pixel coordinates.
 
@@ -122,18 +151,22 @@ def mask_crops(rles, canvas_boxes, geometry, size):
     return out
 
 
-def normalize_and_pad(image_bgr, canvas_h, canvas_w, mean_rgb, std_rgb):
-    """(h, w, 3) uint8 BGR -> (3, canvas_h, canvas_w) float32 RGB, normalised, zero-padded bottom/right.
+def normalize_and_pad(image_bgr, canvas_h, canvas_w, mean, std, channel_order="RGB"):
+    """(h, w, 3) uint8 BGR -> (3, canvas_h, canvas_w) float32 in ``channel_order`` (RGB or BGR),
+    normalised with ``mean`` and ``std`` given in that order, zero-padded bottom/right.
 
-    Padding comes after normalisation, so the padded area is exactly 0 (the value of a mean pixel).
+    Padding comes after normalisation, so the padded area is exactly 0 (the value of a mean pixel),
+    as detectron2's ``ImageList`` pads.
     """
     h, w = image_bgr.shape[:2]
     out = np.zeros((3, canvas_h, canvas_w), np.float32)
     planes = cv2.split(image_bgr)
-    for c, (mean, std) in enumerate(zip(mean_rgb, std_rgb)):
+    if channel_order == "RGB":
+        planes = planes[::-1]
+    for c, (mean_c, std_c) in enumerate(zip(mean, std)):
         # (x - mean) / std written straight into the canvas view: one pass, faster than numpy
-        source = planes[2 - c]
-        cv2.addWeighted(source, 1.0 / std, source, 0.0, -mean / std, dst=out[c, :h, :w], dtype=cv2.CV_32F)
+        source = planes[c]
+        cv2.addWeighted(source, 1.0 / std_c, source, 0.0, -mean_c / std_c, dst=out[c, :h, :w], dtype=cv2.CV_32F)
     return out
 
 
@@ -156,17 +189,18 @@ class EvalTransform:
     """
 
     def __init__(self, cfg):
+        self.cfg = cfg
         self.canvas_h, self.canvas_w = cfg.img_height, cfg.img_width
-        self.keep_ratio = cfg.keep_ratio
         self.mean, self.std = tuple(cfg.img_mean), tuple(cfg.img_std)
+        self.channel_order = cfg.img_format
 
     def __call__(self, image, image_id, height, width):
         img = decode_image(image)
         h0, w0 = img.shape[:2]
-        new_h, new_w = rescale_size(h0, w0, self.canvas_h, self.canvas_w, self.keep_ratio)
+        new_h, new_w = eval_size(h0, w0, self.cfg)
         img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
         metas = np.array([new_h, new_w, new_h / h0, new_w / w0], np.float32)
-        return (normalize_and_pad(img, self.canvas_h, self.canvas_w, self.mean, self.std), metas,
+        return (normalize_and_pad(img, self.canvas_h, self.canvas_w, self.mean, self.std, self.channel_order), metas,
                 np.array(image_id, np.int32), np.array([height, width], np.float32))
 
 
@@ -192,6 +226,7 @@ class TrainTransform:
         self.flip_ratio = cfg.flip_ratio
         self.expand_ratio = cfg.expand_ratio
         self.mean, self.std = tuple(cfg.img_mean), tuple(cfg.img_std)
+        self.channel_order = cfg.img_format
         self.max_instances = cfg.max_instance_count
         self.mask_size = cfg.gt_mask_size
         # numpy Generators lock internally, so the map's worker threads may share one.
@@ -205,7 +240,8 @@ class TrainTransform:
         ratio = self.rng.uniform(1.0, EXPAND_MAX_RATIO)
         eh, ew = int(h * ratio), int(w * ratio)
         top, left = int(self.rng.uniform(0, eh - h)), int(self.rng.uniform(0, ew - w))
-        fill = tuple(float(v) for v in np.round(self.mean[::-1]))  # BGR, like the image
+        bgr_mean = self.mean[::-1] if self.channel_order == "RGB" else self.mean
+        fill = tuple(float(v) for v in np.round(bgr_mean))  # BGR, like the image
         canvas = cv2.copyMakeBorder(img, top, eh - h - top, left, ew - w - left, cv2.BORDER_CONSTANT, value=fill)
         return canvas, left, top
 
@@ -247,5 +283,5 @@ class TrainTransform:
         valid = np.flatnonzero(~crowd)
         gt_masks[valid] = mask_crops([rles[i] for i in valid], gt_bboxes[valid], geometry, s)
         metas = np.array([new_h, new_w, geometry.scale_y, geometry.scale_x], np.float32)
-        return (normalize_and_pad(img, self.canvas_h, self.canvas_w, self.mean, self.std), metas,
+        return (normalize_and_pad(img, self.canvas_h, self.canvas_w, self.mean, self.std, self.channel_order), metas,
                 gt_bboxes, gt_labels, gt_valids, gt_masks)

@@ -1,9 +1,14 @@
 """Box arithmetic on tensors: IoU, delta encoding/decoding, clipping, NMS, the box-regression loss.
 
-Boxes are ``(x1, y1, x2, y2)`` in pixels. The delta coder follows MindSpore's
-``BoundingBoxEncode``/``BoundingBoxDecode`` (width = x2 - x1 + 1, the convention the model-zoo
-Mask R-CNN checkpoint was trained with), written with plain tensor ops so that it has a gradient on
-every backend and works on any leading shape.
+Boxes are ``(x1, y1, x2, y2)`` in pixels. Two conventions exist (config ``box_convention``, turned
+into ``box_offset`` by ``box_offset_of``):
+- ``modelzoo`` (offset 1): MindSpore's ``BoundingBoxEncode``/``BoundingBoxDecode``, width =
+  x2 - x1 + 1 and boxes clipped to [0, W - 1], the convention the model-zoo Mask R-CNN checkpoint
+  was trained with;
+- ``detectron2`` (offset 0): detectron2's ``Box2BoxTransform`` and ``Boxes.clip``, width = x2 - x1
+  and boxes clipped to [0, W].
+The coder is written with plain tensor ops so that it has a gradient on every backend and works on
+any leading shape.
 """
 import math
 
@@ -14,8 +19,16 @@ from mindspore import ops
 
 from src.layers.tensor_utils import expand_to
 
-# Largest |dw|, |dh| accepted by the decoder: log(1 / 0.016), as BoundingBoxDecode's wh_ratio_clip.
+# Largest |dw|, |dh| accepted by the decoder: log(1 / 0.016), as BoundingBoxDecode's wh_ratio_clip;
+# detectron2's scale_clamp log(1000 / 16) is the same number.
 MAX_LOG_RATIO = abs(math.log(0.016))
+
+BOX_OFFSETS = {"modelzoo": 1.0, "detectron2": 0.0}
+
+
+def box_offset_of(convention):
+    """The pixel added to x2 - x1 for a box width under ``convention`` (config ``box_convention``)."""
+    return BOX_OFFSETS[convention]
 
 
 def bbox_overlaps(boxes1, boxes2, valid2=None):
@@ -41,58 +54,60 @@ def bbox_overlaps(boxes1, boxes2, valid2=None):
     return ops.where(expand_to(valid2, -2, shape), iou, ops.full_like(iou, -1.0))
 
 
-def encode_deltas(boxes, targets, means, stds):
+def encode_deltas(boxes, targets, means, stds, box_offset=1.0):
     """Regression targets that move ``boxes`` onto ``targets``.
 
     Args:
-        boxes, targets: (..., 4). means, stds: 4-sequences.
+        boxes, targets: (..., 4). means, stds: 4-sequences. box_offset: see ``box_offset_of``.
     Returns:
         (..., 4) normalised deltas (dx, dy, dw, dh).
     """
-    pw = boxes[..., 2] - boxes[..., 0] + 1.0
-    ph = boxes[..., 3] - boxes[..., 1] + 1.0
+    pw = boxes[..., 2] - boxes[..., 0] + box_offset
+    ph = boxes[..., 3] - boxes[..., 1] + box_offset
     px = (boxes[..., 0] + boxes[..., 2]) * 0.5
     py = (boxes[..., 1] + boxes[..., 3]) * 0.5
-    gw = targets[..., 2] - targets[..., 0] + 1.0
-    gh = targets[..., 3] - targets[..., 1] + 1.0
+    gw = targets[..., 2] - targets[..., 0] + box_offset
+    gh = targets[..., 3] - targets[..., 1] + box_offset
     gx = (targets[..., 0] + targets[..., 2]) * 0.5
     gy = (targets[..., 1] + targets[..., 3]) * 0.5
     deltas = ops.stack([(gx - px) / pw, (gy - py) / ph, ops.log(gw / pw), ops.log(gh / ph)], -1)
     return (deltas - ms.Tensor(means, ms.float32)) / ms.Tensor(stds, ms.float32)
 
 
-def decode_deltas(boxes, deltas, means, stds):
+def decode_deltas(boxes, deltas, means, stds, box_offset=1.0):
     """Inverse of ``encode_deltas`` (no clipping to the image).
 
     Args:
-        boxes: (..., 4); deltas: (..., 4) broadcastable to boxes.
+        boxes: (..., 4); deltas: (..., 4) broadcastable to boxes; box_offset: see ``box_offset_of``.
     Returns:
         (..., 4) decoded boxes.
     """
     d = deltas * ms.Tensor(stds, ms.float32) + ms.Tensor(means, ms.float32)
     dw = ops.clamp(d[..., 2], -MAX_LOG_RATIO, MAX_LOG_RATIO)
     dh = ops.clamp(d[..., 3], -MAX_LOG_RATIO, MAX_LOG_RATIO)
-    pw = boxes[..., 2] - boxes[..., 0] + 1.0
-    ph = boxes[..., 3] - boxes[..., 1] + 1.0
+    pw = boxes[..., 2] - boxes[..., 0] + box_offset
+    ph = boxes[..., 3] - boxes[..., 1] + box_offset
     px = (boxes[..., 0] + boxes[..., 2]) * 0.5
     py = (boxes[..., 1] + boxes[..., 3]) * 0.5
     gw = pw * ops.exp(dw)
     gh = ph * ops.exp(dh)
     gx = px + pw * d[..., 0]
     gy = py + ph * d[..., 1]
-    return ops.stack([gx - gw * 0.5 + 0.5, gy - gh * 0.5 + 0.5, gx + gw * 0.5 - 0.5, gy + gh * 0.5 - 0.5], -1)
+    half = 0.5 * box_offset
+    return ops.stack([gx - gw * 0.5 + half, gy - gh * 0.5 + half, gx + gw * 0.5 - half, gy + gh * 0.5 - half], -1)
 
 
-def clip_boxes(boxes, height, width):
+def clip_boxes(boxes, height, width, box_offset=1.0):
     """Clip boxes to an image of ``height`` x ``width`` pixels.
 
     Args:
         boxes: (..., 4). height, width: tensors broadcastable to boxes[..., 0] (e.g. (B, 1)).
+        box_offset: see ``box_offset_of``.
     Returns:
-        (..., 4) with x in [0, width - 1] and y in [0, height - 1].
+        (..., 4) with x in [0, width - box_offset] and y in [0, height - box_offset].
     """
-    xmax = width - 1.0
-    ymax = height - 1.0
+    xmax = width - box_offset
+    ymax = height - box_offset
     x1 = ops.minimum(ops.relu(boxes[..., 0]), xmax)
     y1 = ops.minimum(ops.relu(boxes[..., 1]), ymax)
     x2 = ops.minimum(ops.relu(boxes[..., 2]), xmax)

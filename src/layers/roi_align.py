@@ -7,15 +7,19 @@ from mindspore import nn, ops
 from src.layers.feature_table import LevelLayout, bilinear_corners, weighted_gather
 
 
-def map_rois_to_levels(rois, finest_scale, num_levels):
-    """FPN level of each RoI (mmdetection rule: floor(log2(sqrt(area) / finest_scale)), clamped).
+def map_rois_to_levels(rois, finest_scale, num_levels, box_offset=1.0):
+    """FPN level of each RoI: floor(log2(sqrt(area) / finest_scale)), clamped.
+
+    With finest_scale 56 this is detectron2's ``assign_boxes_to_levels`` (canonical box 224 at
+    level 4, finest level 2); the model zoo (mmdetection) measures sides as x2 - x1 + 1
+    (``box_offset`` 1), detectron2 as x2 - x1 (0).
 
     Args:
         rois: (K, 4) boxes in image pixels.
     Returns:
         (K,) int32 level indices in [0, num_levels - 1].
     """
-    scale = ops.sqrt((rois[:, 2] - rois[:, 0] + 1.0) * (rois[:, 3] - rois[:, 1] + 1.0))
+    scale = ops.sqrt((rois[:, 2] - rois[:, 0] + box_offset) * (rois[:, 3] - rois[:, 1] + box_offset))
     level = ops.floor(ops.log(scale / finest_scale + 1e-6) / np.log(2.0))
     return ops.cast(ops.clamp(level, 0.0, num_levels - 1.0), ms.int32)
 
@@ -23,30 +27,48 @@ def map_rois_to_levels(rois, finest_scale, num_levels):
 class MultiLevelRoIAlign(nn.Cell):
     """RoIAlign that pools each RoI from its own FPN level only.
 
-    Same sampling as MindSpore's ``ROIAlign`` (roi_end_mode 1, i.e. the RoI end is x2 + 1) with a
-    fixed ``sample_num`` x ``sample_num`` grid per bin.
+    Two conventions:
+    - ``aligned=False`` (the model zoo): MindSpore's ``ROIAlign`` with roi_end_mode 1 (the RoI spans
+      x1 .. x2 + 1 pixels, at least one feature cell), level sides measured with the +1;
+    - ``aligned=True``: detectron2's ``ROIAlignV2`` (torchvision ``roi_align(aligned=True)``): the
+      RoI spans x1 - 0.5 .. x2 - 0.5 feature-pixel centres, no +1, no minimum size, detectron2's
+      level rule.
+    ``sample_num`` > 0 samples a fixed sample_num x sample_num grid per bin. ``sample_num`` 0 is
+    detectron2's adaptive sampling (``POOLER_SAMPLING_RATIO: 0``): ceil(bin side) samples per bin
+    and axis, per RoI. Under fixed shapes every RoI gets a ``max_sample_num`` x ``max_sample_num``
+    grid in which the samples beyond its own count have weight 0; RoIs that would need more than
+    ``max_sample_num`` per axis (bins wider than that many feature cells) get ``max_sample_num``
+    evenly spread samples instead, which is the only departure from detectron2.
 
     Args:
         feature_shapes: [(H_l, W_l)] of the pooled levels; strides: their strides.
-        batch_size: images per batch; out_size: output side; sample_num: samples per bin side.
-        finest_scale: RoI side that maps to level 0 (56 in the model zoo).
+        batch_size: images per batch; out_size: output side; sample_num: samples per bin side
+            (0 = adaptive); finest_scale: RoI side that maps to level 0 (56 in the model zoo);
+        aligned: see above; max_sample_num: the cap of adaptive sampling.
     """
 
-    def __init__(self, feature_shapes, strides, batch_size, out_size, sample_num, finest_scale):
+    def __init__(self, feature_shapes, strides, batch_size, out_size, sample_num, finest_scale, aligned=False,
+                 max_sample_num=4):
         super().__init__()
-        if sample_num <= 0:
-            raise ValueError(f"roi_layer.sample_num must be > 0, got {sample_num}")
+        if sample_num < 0:
+            raise ValueError(f"roi_layer.sample_num must be >= 0, got {sample_num}")
+        if sample_num == 0 and max_sample_num < 1:
+            raise ValueError(f"roi_layer.max_sample_num must be >= 1, got {max_sample_num}")
         self.layout = LevelLayout(feature_shapes, batch_size)
         self.starts, self.heights, self.widths = self.layout.tensors()
         self.scales = ms.Tensor(np.array([1.0 / s for s in strides], np.float32))
         self.num_levels = len(strides)
         self.out_size = out_size
-        self.sample_num = sample_num
+        self.adaptive = sample_num == 0
+        self.sample_num = max_sample_num if self.adaptive else sample_num
         self.finest_scale = float(finest_scale)
+        self.aligned = aligned
         # Offsets of the sample points inside a RoI, in units of the RoI side: sample position s of
         # every bin in row s, (sample_num, out_size)
-        steps = (np.arange(out_size)[None, :] + (np.arange(sample_num)[:, None] + 0.5) / sample_num) / out_size
+        steps = (np.arange(out_size)[None, :] + (np.arange(sample_num)[:, None] + 0.5) / max(sample_num, 1)) / out_size
         self.offsets = ms.Tensor(steps.astype(np.float32))
+        self.bins = ms.Tensor(np.arange(out_size, dtype=np.float32).reshape(1, out_size))
+        self.sample_steps = tuple(s + 0.5 for s in range(self.sample_num))
 
     def construct(self, table, rois):
         """Pool RoI features.
@@ -59,37 +81,70 @@ class MultiLevelRoIAlign(nn.Cell):
         """
         rois = ops.stop_gradient(rois)
         boxes = rois[:, 1:5]
-        level = map_rois_to_levels(boxes, self.finest_scale, self.num_levels)
+        level = map_rois_to_levels(boxes, self.finest_scale, self.num_levels, 0.0 if self.aligned else 1.0)
         batch_index = ops.cast(rois[:, 0], ms.int32)
         scale = ops.gather(self.scales, level, 0)
         height = ops.gather(self.heights, level, 0)
         width = ops.gather(self.widths, level, 0)
         base = ops.gather(self.starts, level, 0) + batch_index * height * width
-        x1 = boxes[:, 0] * scale
-        y1 = boxes[:, 1] * scale
-        roi_w = ops.maximum((boxes[:, 2] + 1.0) * scale - x1, 1.0)
-        roi_h = ops.maximum((boxes[:, 3] + 1.0) * scale - y1, 1.0)
+        if self.aligned:
+            x1 = boxes[:, 0] * scale - 0.5
+            y1 = boxes[:, 1] * scale - 0.5
+            roi_w = (boxes[:, 2] - boxes[:, 0]) * scale
+            roi_h = (boxes[:, 3] - boxes[:, 1]) * scale
+        else:
+            x1 = boxes[:, 0] * scale
+            y1 = boxes[:, 1] * scale
+            roi_w = ops.maximum((boxes[:, 2] + 1.0) * scale - x1, 1.0)
+            roi_h = ops.maximum((boxes[:, 3] + 1.0) * scale - y1, 1.0)
         k = rois.shape[0]
         out = self.out_size
         per_roi = (k, 1, 1)
         base, height, width = base.reshape(per_roi), height.reshape(per_roi), width.reshape(per_roi)
+        if self.adaptive:
+            grid_y, share_y = self.adaptive_samples(y1, roi_h)
+            grid_x, share_x = self.adaptive_samples(x1, roi_w)
+        else:
+            grid_y, share_y = self.fixed_samples(y1, roi_h)
+            grid_x, share_x = self.fixed_samples(x1, roi_w)
         # All sample positions of a bin go into one weighted gather (4 neighbours each): averaging
         # a (K, out, S, out, S, C) tensor over its strided axes cost as much on CPU as the look-ups.
-        share = 1.0 / (self.sample_num * self.sample_num)
-        grid_y, grid_x = [], []  # per sample position: (K, out, out) coordinates of every bin
-        for s in range(self.sample_num):
-            ys = ops.expand_dims(y1, 1) + ops.expand_dims(roi_h, 1) * self.offsets[s]  # (K, out)
-            xs = ops.expand_dims(x1, 1) + ops.expand_dims(roi_w, 1) * self.offsets[s]
-            grid_y.append(ops.broadcast_to(ops.expand_dims(ys, 2), (k, out, out)))
-            grid_x.append(ops.broadcast_to(ops.expand_dims(xs, 1), (k, out, out)))
         rows, weights = [], []
-        for py in grid_y:
-            for px in grid_x:
+        for ys, wy in zip(grid_y, share_y):
+            py = ops.broadcast_to(ops.expand_dims(ys, 2), (k, out, out))
+            for xs, wx in zip(grid_x, share_x):
+                px = ops.broadcast_to(ops.expand_dims(xs, 1), (k, out, out))
                 r, w = bilinear_corners(base, height, width, px, py, True)  # (K, out, out, 4)
                 rows.append(r)
-                weights.append(w * share)
+                weights.append(w * (wy * wx).reshape(-1, 1, 1, 1))
         feats = weighted_gather(table, ops.concat(rows, -1), ops.concat(weights, -1))  # (K, out, out, C)
         return ops.transpose(feats, (0, 3, 1, 2))
+
+    def fixed_samples(self, start, side):
+        """Sample coordinates along one axis with ``sample_num`` samples per bin.
+
+        Args: start, side: (K,) RoI start and length in feature pixels.
+        Returns: per sample index s, coordinates (K, out_size) of sample s of every bin, and its
+            share of the bin average (K,).
+        """
+        share = ops.full_like(start, 1.0 / self.sample_num)
+        coords = [ops.expand_dims(start, 1) + ops.expand_dims(side, 1) * self.offsets[s]
+                  for s in range(self.sample_num)]
+        return coords, [share] * self.sample_num
+
+    def adaptive_samples(self, start, side):
+        """As ``fixed_samples`` with ceil(bin side) samples per bin (at most ``sample_num``); the
+        unused sample slots of a RoI get share 0, and a RoI of zero side has no samples (output 0)."""
+        bin_side = side / self.out_size
+        count = ops.clamp(ops.ceil(bin_side), 1.0, float(self.sample_num))  # (K,)
+        nonempty = ops.cast(bin_side > 0.0, ms.float32)
+        coords, shares = [], []
+        for step in self.sample_steps:
+            offset = ops.expand_dims(start, 1) + ops.expand_dims(bin_side, 1) * (self.bins + ops.expand_dims(
+                step / count, 1))
+            coords.append(offset)
+            shares.append(ops.cast(count > step, ms.float32) * nonempty / count)
+        return coords, shares
 
 
 def rois_with_index(batch_index, boxes):

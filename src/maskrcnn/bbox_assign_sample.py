@@ -4,7 +4,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.layers.box_utils import bbox_overlaps, encode_deltas
+from src.layers.box_utils import bbox_overlaps, box_offset_of, encode_deltas
 from src.layers.tensor_utils import expand_to
 
 
@@ -50,6 +50,7 @@ class BboxAssignSample(nn.Cell):
         self.num_total = cfg.num_expected_neg
         self.means = tuple(cfg.rpn_target_means)
         self.stds = tuple(cfg.rpn_target_stds)
+        self.box_offset = box_offset_of(cfg.box_convention)
 
     def construct(self, gt_bboxes, gt_valids):
         """Assign and sample.
@@ -82,7 +83,7 @@ class BboxAssignSample(nn.Cell):
 
         matched = ops.gather_elements(gt_bboxes, 1, ops.broadcast_to(ops.expand_dims(assigned, 2),
                                                                      (batch, self.num_anchors, 4)))
-        bbox_targets = encode_deltas(anchors, matched, self.means, self.stds)
+        bbox_targets = encode_deltas(anchors, matched, self.means, self.stds, self.box_offset)
         pos_f = sampled_pos.astype(ms.float32)
         label_weights = ops.logical_or(sampled_pos, sampled_neg).astype(ms.float32)
         return (ops.stop_gradient(pos_f), ops.stop_gradient(label_weights), ops.stop_gradient(bbox_targets),

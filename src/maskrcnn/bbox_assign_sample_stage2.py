@@ -3,7 +3,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from src.maskrcnn.bbox_assign_sample import select_random
-from src.layers.box_utils import bbox_overlaps, encode_deltas
+from src.layers.box_utils import bbox_overlaps, box_offset_of, encode_deltas
 from src.layers.tensor_utils import gather_rows
 
 
@@ -25,6 +25,7 @@ class BboxAssignSampleForRcnn(nn.Cell):
         self.num_total = cfg.num_expected_total_stage2
         self.means = tuple(cfg.rcnn_target_means)
         self.stds = tuple(cfg.rcnn_target_stds)
+        self.box_offset = box_offset_of(cfg.box_convention)
 
     def construct(self, proposals, proposal_valid, gt_bboxes, gt_labels, gt_valids):
         """Args:
@@ -55,6 +56,6 @@ class BboxAssignSampleForRcnn(nn.Cell):
         rois = gather_rows(candidates, index)
         gt_index = ops.gather_elements(assigned, 1, index)
         labels = ops.gather_elements(gt_labels, 1, gt_index) * is_pos.astype(ms.int32)
-        bbox_targets = encode_deltas(rois, gather_rows(gt_bboxes, gt_index), self.means, self.stds)
+        bbox_targets = encode_deltas(rois, gather_rows(gt_bboxes, gt_index), self.means, self.stds, self.box_offset)
         return (ops.stop_gradient(rois), ops.stop_gradient(labels), key >= 0.0, ops.stop_gradient(bbox_targets),
                 gt_index)

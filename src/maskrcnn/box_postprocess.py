@@ -2,7 +2,7 @@
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.layers.box_utils import clip_boxes, decode_deltas, nms_keep
+from src.layers.box_utils import box_offset_of, clip_boxes, decode_deltas, nms_keep
 
 
 class DetectionPostprocess(nn.Cell):
@@ -23,6 +23,7 @@ class DetectionPostprocess(nn.Cell):
         self.class_offset = float(max(cfg.img_height, cfg.img_width) + 1)
         self.means = tuple(cfg.rcnn_target_means)
         self.stds = tuple(cfg.rcnn_target_stds)
+        self.box_offset = box_offset_of(cfg.box_convention)
 
     def construct(self, proposals, proposal_valid, cls_logits, deltas, img_metas):
         """Args:
@@ -36,8 +37,9 @@ class DetectionPostprocess(nn.Cell):
         batch, num = proposals.shape[0], proposals.shape[1]
         probs = ops.softmax(cls_logits, axis=-1).reshape(batch, num, self.num_classes)[:, :, 1:]
         d = deltas.reshape(batch, num, self.num_classes, 4)[:, :, 1:]
-        boxes = decode_deltas(ops.expand_dims(proposals, 2), d, self.means, self.stds)
-        boxes = clip_boxes(boxes, img_metas[:, 0:1].reshape(-1, 1, 1), img_metas[:, 1:2].reshape(-1, 1, 1))
+        boxes = decode_deltas(ops.expand_dims(proposals, 2), d, self.means, self.stds, self.box_offset)
+        boxes = clip_boxes(boxes, img_metas[:, 0:1].reshape(-1, 1, 1), img_metas[:, 1:2].reshape(-1, 1, 1),
+                           self.box_offset)
         scores = ops.where(ops.expand_dims(proposal_valid, 2), probs, ops.full_like(probs, -1.0))
         scores = scores.reshape(batch, -1)
         boxes = boxes.reshape(batch, -1, 4)

@@ -4,14 +4,17 @@ from mindspore.common.initializer import XavierUniform
 
 
 class FeatPyramidNeck(nn.Cell):
-    """Lateral 1x1 + output 3x3 convs, top-down bilinear upsampling, P6 by stride-2 subsampling.
+    """Lateral 1x1 + output 3x3 convs, top-down x2 upsampling, P6 by stride-2 subsampling of P5
+    (max-pool k1 s2, as detectron2's LastLevelMaxPool).
 
     Args:
-        in_channels: channels of C2..C5; out_channels: pyramid channels; num_outs: 5 (P2..P6).
+        in_channels: channels of C2..C5; out_channels: pyramid channels; num_outs: 5 (P2..P6);
+        upsample: "bilinear" (the model zoo's legacy TF1 resize, half_pixel_centers=False) or
+            "nearest" (detectron2's ``F.interpolate(scale_factor=2, mode="nearest")``).
     Input: (C2, C3, C4, C5), each (B, C_l, H_l, W_l). Output: (P2, ..., P6), each (B, out_channels, H_l, W_l).
     """
 
-    def __init__(self, in_channels, out_channels, num_outs):
+    def __init__(self, in_channels, out_channels, num_outs, upsample="bilinear"):
         super().__init__()
         if num_outs != len(in_channels) + 1:
             raise ValueError(f"fpn_num_outs must be {len(in_channels) + 1} (one extra level), got {num_outs}")
@@ -21,16 +24,26 @@ class FeatPyramidNeck(nn.Cell):
         self.fpn_convs_list = nn.CellList([
             nn.Conv2d(out_channels, out_channels, 3, pad_mode="same", has_bias=True, weight_init=XavierUniform(),
                       bias_init="zeros") for _ in in_channels])
+        if upsample not in ("bilinear", "nearest"):
+            raise ValueError(f"fpn_upsample must be 'bilinear' or 'nearest', got {upsample!r}")
         # The model zoo used the legacy (TF1) bilinear resize; keep it so its weights see the same maps.
         self.upsample = ops.ResizeBilinearV2(align_corners=False, half_pixel_centers=False)
+        self.nearest = upsample == "nearest"
         self.extra_pool = nn.MaxPool2d(kernel_size=1, stride=2, pad_mode="same")
+
+    def upsampled(self, x, size):
+        """(B, C, h, w) -> (B, C, size[0], size[1])."""
+        if self.nearest:
+            # torch's nearest mode: output cell i reads input cell floor(i * h / size)
+            return ops.ResizeNearestNeighbor(size)(x)
+        return self.upsample(x, size)
 
     def construct(self, inputs):
         laterals = [conv(x) for conv, x in zip(self.lateral_convs_list, inputs)]
         num = len(laterals)
         top_down = [laterals[num - 1]]  # coarsest first
         for i in range(num - 2, -1, -1):
-            top_down.append(laterals[i] + self.upsample(top_down[-1], laterals[i].shape[2:]))
+            top_down.append(laterals[i] + self.upsampled(top_down[-1], laterals[i].shape[2:]))
         merged = [top_down[num - 1 - i] for i in range(num)]
         outs = [conv(x) for conv, x in zip(self.fpn_convs_list, merged)]
         outs.append(self.extra_pool(outs[-1]))

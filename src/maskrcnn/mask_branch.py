@@ -10,6 +10,7 @@ from src.layers.point_sample import regular_grid_points
 from src.layers.roi_align import MultiLevelRoIAlign, rois_with_index
 from src.layers.tensor_utils import select_class
 from src.maskrcnn.mask_loss import mask_rcnn_loss
+from src.maskrcnn.mask_targets import target_samples_per_cell
 
 
 class StandardMaskBranch(nn.Cell):
@@ -24,10 +25,11 @@ class StandardMaskBranch(nn.Cell):
         self.heads = (head,)
         roi = cfg.roi_layer
         self.roi_align = MultiLevelRoIAlign(roi_shapes, cfg.roi_align_featmap_strides, batch_size,
-                                            roi.mask_out_size, roi.sample_num, cfg.roi_align_finest_scale)
+                                            roi.mask_out_size, roi.sample_num, cfg.roi_align_finest_scale,
+                                            roi.aligned, roi.max_sample_num)
         self.output_side = cfg.mask_shape[0]
-        self.target_sample_num = roi.sample_num
-        self.target_grid = ms.Tensor(regular_grid_points(self.output_side * roi.sample_num))
+        self.target_sample_num = target_samples_per_cell(roi.sample_num)
+        self.target_grid = ms.Tensor(regular_grid_points(self.output_side * self.target_sample_num))
 
     def losses(self, table, rois, batch_index, labels, weights, gt_masks, gt_boxes):
         """Mask loss on the positive RoIs (arguments as ``PointRendMaskBranch.losses``).

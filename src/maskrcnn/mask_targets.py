@@ -11,6 +11,12 @@ from mindspore import ops
 from src.layers.point_sample import box_points_to_image, point_sample
 
 
+def target_samples_per_cell(sample_num):
+    """Samples per target cell side for config ``roi_layer.sample_num``: the same as RoIAlign's
+    fixed grid, or 2 when RoIAlign samples adaptively (0), which applies to features only."""
+    return sample_num if sample_num > 0 else 2
+
+
 def gt_mask_at_points(gt_masks, gt_boxes, points):
     """Soft GT mask values at image points.
 

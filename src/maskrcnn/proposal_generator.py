@@ -4,7 +4,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.layers.box_utils import clip_boxes, decode_deltas, nms_keep
+from src.layers.box_utils import box_offset_of, clip_boxes, decode_deltas, nms_keep
 
 
 class Proposal(nn.Cell):
@@ -33,6 +33,14 @@ class Proposal(nn.Cell):
         self.min_size = float(min_size)
         self.means = tuple(cfg.rpn_target_means)
         self.stds = tuple(cfg.rpn_target_stds)
+        self.box_offset = box_offset_of(cfg.box_convention)
+
+    def large_enough(self, sides):
+        """Which box sides pass the minimum size: ``>= min_size`` in the model zoo; detectron2's
+        ``Boxes.nonempty`` keeps sides ``> min_size`` (so boxes clipped to zero width go)."""
+        if self.box_offset == 0.0:
+            return sides > self.min_size
+        return sides >= self.min_size
 
     def construct(self, cls_logits, deltas, img_metas):
         """Args:
@@ -54,9 +62,10 @@ class Proposal(nn.Cell):
             d = ops.gather_elements(deltas[:, begin:end], 1,
                                     ops.broadcast_to(ops.expand_dims(idx, 2), idx.shape + (4,)))
             anchors = ops.gather(self.anchors[lvl], idx, 0)  # (B, k, 4)
-            boxes = clip_boxes(decode_deltas(anchors, d, self.means, self.stds), height, width)
-            wh_ok = ops.logical_and(boxes[..., 2] - boxes[..., 0] >= self.min_size,
-                                    boxes[..., 3] - boxes[..., 1] >= self.min_size)
+            boxes = clip_boxes(decode_deltas(anchors, d, self.means, self.stds, self.box_offset), height, width,
+                               self.box_offset)
+            wh_ok = ops.logical_and(self.large_enough(boxes[..., 2] - boxes[..., 0]),
+                                    self.large_enough(boxes[..., 3] - boxes[..., 1]))
             kept = []
             for b in range(batch):
                 kept.append(nms_keep(boxes[b], self.nms_thr))

@@ -1,4 +1,10 @@
-"""ResNet-50 backbone (stride on the 3x3 conv) returning C2..C5, with model-zoo parameter names."""
+"""ResNet backbone (bottleneck blocks) returning C2..C5, with model-zoo parameter names.
+
+Two variants of the same architecture, by config: the model zoo's (stride on the 3x3 conv of a
+stage's first block, stem max-pool padded at the bottom/right only, "same" style) and detectron2's
+MSRA one (``stride_in_1x1``: stride on the first 1x1 conv; ``stem_pool_padding: symmetric``: max-pool
+with padding 1 on every side, as ``F.max_pool2d(x, 3, 2, 1)``).
+"""
 from mindspore import nn, ops
 from mindspore.common.initializer import HeNormal
 
@@ -25,16 +31,20 @@ def _conv(in_ch, out_ch, kernel, stride):
 
 
 class Bottleneck(nn.Cell):
-    """1x1 -> 3x3 (stride) -> 1x1 residual block; (N, Cin, H, W) -> (N, Cout, H/stride, W/stride)."""
+    """1x1 -> 3x3 -> 1x1 residual block; (N, Cin, H, W) -> (N, Cout, H/stride, W/stride).
+
+    The stride sits on the 3x3 conv, or on the first 1x1 with ``stride_in_1x1``.
+    """
 
     expansion = 4
 
-    def __init__(self, in_channels, out_channels, stride, norm):
+    def __init__(self, in_channels, out_channels, stride, norm, stride_in_1x1=False):
         super().__init__()
         mid = out_channels // self.expansion
-        self.conv1 = _conv(in_channels, mid, 1, 1)
+        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = _conv(in_channels, mid, 1, stride_1x1)
         self.bn1 = make_norm(norm, mid)
-        self.conv2 = _conv(mid, mid, 3, stride)
+        self.conv2 = _conv(mid, mid, 3, stride_3x3)
         self.bn2 = make_norm(norm, mid)
         self.conv3 = _conv(mid, out_channels, 1, 1)
         self.bn3 = make_norm(norm, out_channels)
@@ -55,29 +65,40 @@ class Bottleneck(nn.Cell):
 
 
 class ResNetFea(nn.Cell):
-    """ResNet-50 feature extractor.
+    """ResNet feature extractor.
 
     Args:
-        block_counts: blocks per stage ([3, 4, 6, 3]); in_channels / out_channels: per stage.
+        block_counts: blocks per stage ([3, 4, 6, 3] = R50, [3, 4, 23, 3] = R101);
+        in_channels / out_channels: per stage (in_channels[0] = the stem's output channels).
         norm: see ``make_norm``.
         frozen_stages: stages whose parameters are frozen, in ``stage_cells`` order (the config's
             freeze_at): gradients stop at their outputs, so that no backward pass runs through them
             (as PyTorch's autograd skips a frozen stem and layer1; MindSpore would otherwise compute
             their input gradients, down to the image, and discard them).
+        stride_in_1x1: see ``Bottleneck``. stem_pool_padding: "same" or "symmetric" (see the module).
     Input (B, 3, H, W); output (C2, C3, C4, C5) with strides 4, 8, 16, 32.
     """
 
-    def __init__(self, block_counts, in_channels, out_channels, norm, frozen_stages=0):
+    def __init__(self, block_counts, in_channels, out_channels, norm, frozen_stages=0, stride_in_1x1=False,
+                 stem_pool_padding="same"):
         super().__init__()
         self.frozen_stages = frozen_stages
-        self.conv1 = _conv(3, 64, 7, 2)
-        self.bn1 = make_norm(norm, 64)
+        stem = in_channels[0]
+        self.conv1 = _conv(3, stem, 7, 2)
+        self.bn1 = make_norm(norm, stem)
         self.relu = nn.ReLU()
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same")
+        if stem_pool_padding == "same":
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same")
+        elif stem_pool_padding == "symmetric":
+            # inputs are ReLU outputs (>= 0), so zero padding never wins the max: same as -inf padding
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
+        else:
+            raise ValueError(f"stem_pool_padding must be 'same' or 'symmetric', got {stem_pool_padding!r}")
         stages = []
         for i, (count, cin, cout) in enumerate(zip(block_counts, in_channels, out_channels)):
             stride = 1 if i == 0 else 2
-            blocks = [Bottleneck(cin if j == 0 else cout, cout, stride if j == 0 else 1, norm) for j in range(count)]
+            blocks = [Bottleneck(cin if j == 0 else cout, cout, stride if j == 0 else 1, norm, stride_in_1x1)
+                      for j in range(count)]
             stages.append(nn.SequentialCell(blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
 

@@ -10,7 +10,7 @@ from src.layers.feature_table import LevelLayout
 from src.layers.point_sample import LevelPointSampler, box_points_to_image, point_sample, regular_grid_points
 from src.layers.tensor_utils import select_class
 from src.maskrcnn.mask_loss import mask_rcnn_loss, masked_bce_loss
-from src.maskrcnn.mask_targets import gt_mask_at_points
+from src.maskrcnn.mask_targets import gt_mask_at_points, target_samples_per_cell
 from src.pointrend.point_selection import training_point_counts, training_points, uncertain_grid_points
 
 
@@ -36,7 +36,7 @@ class PointRendMaskBranch(nn.Cell):
         self.in_side = cfg.coarse_in_resolution
         self.out_side = cfg.coarse_out_resolution
         self.coarse_grid = ms.Tensor(regular_grid_points(self.in_side))
-        self.target_sample_num = cfg.roi_layer.sample_num
+        self.target_sample_num = target_samples_per_cell(cfg.roi_layer.sample_num)
         self.target_grid = ms.Tensor(regular_grid_points(self.out_side * self.target_sample_num))
         self.num_candidates, self.num_uncertain, self.num_random = training_point_counts(
             cfg.train_num_points, cfg.oversample_ratio, cfg.importance_sample_ratio)
