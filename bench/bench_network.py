@@ -2,6 +2,7 @@
 
     python -m bench.bench_network                      # the standard table
     python -m bench.bench_network --case infer --height 768 --width 1280 --batch 1
+    python -m bench.bench_network --case infer --height 800 --width 1344 --batch 1 --preset detectron2
 
 Each case runs in its own process so that its peak RSS is its own. Times are the median of
 ``--repeats`` calls after the first call (graph compilation, reported apart) and an untimed
@@ -22,6 +23,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PRESETS = {"detectron2": os.path.join(ROOT, "configs", "detectron2_pointrend_r50_fpn.yaml")}
 
 STANDARD_CASES = [
     ("train", 768, 1280, 2), ("train", 256, 256, 2), ("train", 128, 128, 2),
@@ -39,14 +41,14 @@ def machine():
     return f"{os.cpu_count()} cores, {cpu}"
 
 
-def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, warmup_seconds=30.0):
+def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, warmup_seconds=30.0, preset=None):
     sys.path.insert(0, ROOT)
     from src.utils.runtime import cap_onednn_isa
     cap_onednn_isa()
     import mindspore as ms
     from mindspore import nn
 
-    from src.config import config_from_dict
+    from src.config import config_from_dict, load_config
     from src.demo.synthetic_batch import SMALL, synthetic_batch
     from src.maskrcnn_pointrend_r50 import MaskRcnnPointRend
     from src.training.network_define import TrainOneStepCell, WithLossCell, split_decay_groups
@@ -57,7 +59,11 @@ def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, w
                                                        "backbone_norm": "bn"}
     overrides.update({"img_height": height, "img_width": width, "batch_size": batch, "test_batch_size": batch,
                       "test_score_thr": 0.0})
-    cfg = config_from_dict(overrides)
+    if preset:
+        overrides.pop("backbone_norm")  # the preset's (frozen BN, as the converted weights)
+        cfg = load_config([f"--config_path={PRESETS[preset]}"] + [f"--{k}={v}" for k, v in overrides.items()])
+    else:
+        cfg = config_from_dict(overrides)
     net = MaskRcnnPointRend(cfg, batch)
     data = synthetic_batch(cfg, seed=0)
     if case == "train":
@@ -85,8 +91,8 @@ def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, w
         call()
         times.append(time.perf_counter() - start)
     per = statistics.median(times)
-    return {"case": case, "size": f"{height}x{width}", "batch": batch, "config": "small test" if small_test_config
-            else "COCO (81 classes, BN)", "first_call_s": round(first, 2), "warmup_calls": warmed,
+    name = "small test" if small_test_config else f"{preset} preset" if preset else "COCO (81 classes, BN)"
+    return {"case": case, "size": f"{height}x{width}", "batch": batch, "config": name, "first_call_s": round(first, 2), "warmup_calls": warmed,
             "repeats": repeats, "times_s": [round(t, 3) for t in times], "median_s": round(per, 3),
             "per_image_s": round(per / batch, 3), "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                                                                      / 2 ** 20, 2)}
@@ -102,21 +108,24 @@ def main():
     parser.add_argument("--warmup", type=int, default=4, help="at least this many untimed calls after the first")
     parser.add_argument("--warmup-seconds", type=float, default=30.0, help="and at least this long")
     parser.add_argument("--small", action="store_true", help="the small test config (4 classes, fewer RoIs)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a preset config instead of the default")
     args = parser.parse_args()
     if args.case:
         print(json.dumps(run_case(args.case, args.height, args.width, args.batch, args.repeats, args.small,
-                                  args.warmup, args.warmup_seconds)))
+                                  args.warmup, args.warmup_seconds, args.preset)))
         return
     print(f"machine: {machine()}; mindspore GRAPH_MODE on CPU; ONEDNN_MAX_CPU_ISA=AVX2; "
           f"median of {args.repeats} calls after the first call and an untimed warm-up of at least "
           f"{args.warmup} calls and {args.warmup_seconds:g} s", flush=True)
     rows = []
-    cases = [c + (False,) for c in STANDARD_CASES] + [("train", 128, 128, 2, True), ("infer", 128, 128, 2, True)]
-    for case, h, w, b, small in cases:
+    cases = [c + (False, None) for c in STANDARD_CASES] + [("train", 128, 128, 2, True, None),
+                                                            ("infer", 128, 128, 2, True, None)]
+    cases += [("train", 800, 1344, 2, False, "detectron2"), ("infer", 800, 1344, 1, False, "detectron2")]
+    for case, h, w, b, small, preset in cases:
         cmd = [sys.executable, "-m", "bench.bench_network", "--case", case, "--height", str(h), "--width", str(w),
                "--batch", str(b), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
                "--warmup-seconds", str(args.warmup_seconds)] + \
-            (["--small"] if small else [])
+            (["--small"] if small else []) + (["--preset", preset] if preset else [])
         out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
         if out.returncode != 0 or not lines:

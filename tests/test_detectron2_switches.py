@@ -200,3 +200,14 @@ def test_nearest_fpn_upsampling_copies_each_cell_to_a_2x2_block():
     x = ms.Tensor(np.arange(12, dtype=np.float32).reshape(1, 1, 3, 4))
     got = neck.upsampled(x, (6, 8)).asnumpy()[0, 0]
     np.testing.assert_array_equal(got, np.repeat(np.repeat(x.asnumpy()[0, 0], 2, 0), 2, 1))
+
+
+def test_infer_names_labels_with_coco_category_ids_without_a_data_set():
+    from infer import class_names_and_ids
+    names, ids = class_names_and_ids(small_config(num_classes=81, mindrecord_dir=""))
+    # COCO's ids have gaps (12, 26, 29, 30, 45, 66, 68, 69, 71, 83 are unused)
+    assert (names[1], ids[1]) == ("person", 1) and (names[12], ids[12]) == ("stop sign", 13)
+    assert (names[80], ids[80]) == ("toothbrush", 90) and len(set(ids.values())) == 80
+    names, ids = class_names_and_ids(small_config(num_classes=3, mindrecord_dir="", coco_category_ids=[],
+                                                  coco_classes=["background", "a", "b"]))
+    assert ids == {1: 1, 2: 2} and names == {1: "a", 2: "b"}

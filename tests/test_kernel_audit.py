@@ -1,5 +1,6 @@
-"""Every primitive of the compiled train and inference graphs is declared for GPU by MindSpore
-(tools/kernel_audit.py), and the audit's rules flag what they should."""
+"""Every primitive of the compiled train and inference graphs (both mask heads, the detectron2
+preset) is declared for GPU by MindSpore (tools/kernel_audit.py), and the audit's rules flag what
+they should."""
 import os
 import sys
 
@@ -17,7 +18,8 @@ def test_every_primitive_of_both_heads_is_declared_for_gpu():
     assert not missing, "not declared for GPU (primitive: where it comes from):\n" + kernel_audit.report(rows)
     # the graphs were really read: both heads' signature kernels and the backward pass are there
     assert {"TensorScatterElements", "NMSWithMask", "Conv2DBackpropInput", "ApplyMomentum"} <= set(rows)
-    assert rows["TensorScatterElements"]["graphs"] == {"infer/pointrend"}
+    assert rows["TensorScatterElements"]["graphs"] == {"infer/pointrend", "infer/detectron2"}
+    assert "ResizeNearestNeighbor" in rows  # the detectron2 preset's FPN upsampling
     assert len(rows) > 60
 
 

@@ -1,6 +1,7 @@
 """Which primitives the compiled graphs use, and whether MindSpore declares each of them for GPU.
 
-    python tools/kernel_audit.py [--graphs train/pointrend infer/pointrend train/standard infer/standard]
+    python tools/kernel_audit.py [--graphs train/pointrend infer/pointrend train/standard infer/standard
+                                           train/detectron2 infer/detectron2]
 
 This machine has no GPU, so the audit reads what MindSpore says: every graph is compiled here (a
 small config; the primitives do not depend on sizes) with its IR saved, and every primitive of the
@@ -32,7 +33,19 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GRAPHS = ("train/pointrend", "infer/pointrend", "train/standard", "infer/standard")
+GRAPHS = ("train/pointrend", "infer/pointrend", "train/standard", "infer/standard", "train/detectron2",
+          "infer/detectron2")
+# graph variant -> config overrides: the two mask heads, and PointRend with the switches of
+# configs/detectron2_pointrend_r50_fpn.yaml (anchors, box coder, aligned adaptive RoIAlign, ...)
+VARIANTS = {
+    "pointrend": {"mask_head": "pointrend"},
+    "standard": {"mask_head": "standard"},
+    "detectron2": {"mask_head": "pointrend", "stride_in_1x1": True, "stem_pool_padding": "symmetric",
+                   "fpn_upsample": "nearest", "anchor_style": "detectron2", "box_convention": "detectron2",
+                   "img_format": "BGR",
+                   "roi_layer": {"out_size": 7, "mask_out_size": 14, "sample_num": 0, "max_sample_num": 4,
+                                 "aligned": True}},
+}
 
 # Graph bookkeeping nodes, not kernels.
 STRUCTURAL = {"Load", "MakeTuple", "TupleGetItem", "UpdateState", "Depend", "Return", "Partial", "Switch",
@@ -71,7 +84,7 @@ from src.maskrcnn_pointrend_r50 import MaskRcnnPointRend
 from src.training.network_define import TrainOneStepCell, WithLossCell, split_decay_groups
 ms.set_context(mode=ms.GRAPH_MODE)
 ms.set_device("CPU")
-cfg = small_config(mask_head={head!r}, resnet_block=[1, 1, 1, 1])
+cfg = small_config(resnet_block=[1, 1, 1, 1], **{overrides!r})
 net = MaskRcnnPointRend(cfg, cfg.batch_size)
 data = synthetic_batch(cfg)
 if {kind!r} == "train":
@@ -96,7 +109,7 @@ def compile_graph(graph, ir_dir):
     """Compile ``graph`` ("train/pointrend", ...) in a subprocess with its IR saved in ir_dir."""
     kind, head = graph.split("/")
     env = dict(os.environ, MS_DEV_SAVE_GRAPHS="1", MS_DEV_SAVE_GRAPHS_PATH=ir_dir, GLOG_v="3")
-    script = COMPILE.format(root=ROOT, kind=kind, head=head)
+    script = COMPILE.format(root=ROOT, kind=kind, overrides=VARIANTS[head])
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         raise RuntimeError(f"compiling {graph} failed: {out.stderr.strip().splitlines()[-1:]}")

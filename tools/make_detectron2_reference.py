@@ -13,7 +13,7 @@ What it does
    width that keeps the outputs small enough to commit (``--size small``).
 2. Gives the random network realistic statistics: every FrozenBatchNorm layer gets
    running_mean/running_var equal to the per-channel mean/var of its input on the
-   first photo (calibrated layer by layer in network order during one pass), and
+   batch of all three images (calibrated layer by layer in network order during one pass), and
    the linear/conv layers of the heads are rescaled (and re-centred through their
    biases) so that RPN objectness, box deltas, class scores and mask logits are
    spread instead of ~0.  The background bias of the class predictor is tuned so
@@ -98,23 +98,30 @@ SMALL_CHANGES = [
 COMMON_CHANGES = [("MODEL.DEVICE", "cpu"), ("MODEL.WEIGHTS", "")]
 
 KEYS_DOC = """\
-anchors/p{l}: (N_l,4) f32 anchors of level p{l} (XYXY, image coords of the padded input), detectron2 order (H,W,A).
+Which keys exist for which image (and how many detections) depends on --size: see meta/size_policy.
+anchors/cell_p{l}: (A,4) f32 cell anchors of level p{l}; anchors/p{l}: (N_l,4) f32 anchors as detectron2 generates them
+  (XYXY, padded-input coords, order (H,W,A)); same for every image (small: levels p4..p6 only, others = cell + shifts).
 img{i}/orig_hw: (2,) int32 original (H0,W0); img{i}/input_hw: (2,) int32 resized (H,W); img{i}/padded_hw: (2,) int32.
-img{i}/input_bgr: (H,W,3) uint8, resized BGR image exactly as fed to the model (detectron2 ResizeShortestEdge, PIL bilinear).
-img{i}/image_tensor: (3,Hp,Wp) f32 normalised ((x-PIXEL_MEAN)/PIXEL_STD) and zero-padded (ImageList.from_tensors).
-img{i}/p{2..6}: (C,H_l,W_l) FPN features (f32, or f16 where noted in meta/stored_as_float16).
+img{i}/input_bgr: (H,W,3) uint8, resized BGR image exactly as fed to the model (detectron2 ResizeShortestEdge = PIL bilinear).
+img{i}/image_tensor: (3,Hp,Wp) f32 = (input_bgr.transpose(2,0,1) - PIXEL_MEAN[:,None,None]) / PIXEL_STD, zero padded to
+  padded_hw (ImageList.from_tensors); full only (small: rebuild it from input_bgr and meta/pixel_mean, meta/pixel_std).
+img{i}/p{2..6}: (C,H_l,W_l) f32 FPN features.
 img{i}/rpn_objectness_p{l}: (A,H_l,W_l) raw RPN objectness logits; img{i}/rpn_deltas_p{l}: (A*4,H_l,W_l) raw anchor deltas.
 img{i}/proposals_boxes: (P,4), img{i}/proposals_logits: (P,) RPN output after NMS, detectron2 order (sorted by logit).
-img{i}/box_features: (P,FC) box head (fc2+relu) output; img{i}/box_cls_logits: (P,K+1) (last column = background); img{i}/box_deltas: (P,4K).
+img{i}/box_features: (P,FC) box head output (fc2 + relu) = box_predictor input.
+img{i}/box_cls_logits: (P,K+1) (last column = background); img{i}/box_deltas: (P,4K) box_predictor outputs.
 img{i}/det_boxes: (D,4), det_scores: (D,), det_classes: (D,) int32 -- model.inference(do_postprocess=False), input-image coords.
-img{i}/coarse_input: (n,C,14,14) coarse mask head input (point_sample on p2 regular grid) for the first n detections.
-img{i}/coarse_logits: (D,K,7,7) coarse mask head output.
-img{i}/mask_init_logits: (D,1,28,28) first subdivision step (regular 28x28 grid) point-head logits of the predicted class.
-img{i}/mask_step{s}_indices: (n,784) int32 uncertain point indices chosen at subdivision step s (s=1..3, grid 56,112,224) for the first n detections.
-img{i}/mask_logits: (n,1,224,224) final subdivided mask LOGITS of the predicted class (before sigmoid) for the first n detections (see meta/mask_logits_n).
+img{i}/coarse_input: (n,C,14,14) coarse mask head input (point_sample of p2 on a 14x14 box grid), first n detections.
+img{i}/coarse_logits: (n,K,7,7) coarse mask head output, first n detections.
+img{i}/mask_init_logits: (n,1,28,28) subdivision step 0: point-head logits of the predicted class on the regular 28x28 grid.
+img{i}/mask_step{s}_indices: (n,784) int32 flat indices (into the 56/112/224 grid for s=1/2/3) of the points chosen at
+  step s; img{i}/mask_step{s}_point_logits: (n,784) f32 point-head logits (predicted class) at those points.
+  Together with mask_init_logits they determine the final 224x224 mask logits exactly: see reconstruct_mask_logits().
+img{i}/mask_logits: (D,1,224,224) f32 final mask LOGITS of the predicted class (before sigmoid); full only.
 img{i}/post_keep: (D',) int32 indices of detections kept by detector_postprocess (Boxes.nonempty after scaling).
-img{i}/post_boxes: (D',4) boxes scaled+clipped to the ORIGINAL image size; post_scores, post_classes.
-img{i}/post_masks_packed: uint8 np.packbits(bool masks (D',H0,W0), axis=None); unpack with np.unpackbits(x, count=D'*H0*W0).reshape(D',H0,W0).
+img{i}/post_boxes: (D',4) boxes scaled+clipped to the ORIGINAL image size; post_scores (D',), post_classes (D',) int32.
+img{i}/post_masks_packed: uint8 np.packbits(bool masks (D',H0,W0), axis=None) pasted at threshold 0.5;
+  unpack: np.unpackbits(x, count=D'*H0*W0).reshape(D',H0,W0).astype(bool).
 """
 
 
@@ -178,7 +185,7 @@ def make_images(seed):
     rocket = skimage.data.rocket()[:, :, ::-1]
     rng = np.random.default_rng(seed + 12345)
     h, w = coffee.shape[:2]
-    img = rng.normal(110, 6, size=(h, w, 3))
+    img = rng.normal(110, 2.5, size=(h, w, 3))
     yy, xx = np.mgrid[0:h, 0:w]
     for _ in range(10):
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
@@ -194,6 +201,42 @@ def make_images(seed):
     return [("coffee", np.ascontiguousarray(coffee)), ("rocket", np.ascontiguousarray(rocket)), ("synthetic", synth)]
 
 
+def upsample2x_bilinear(x):
+    """numpy equivalent of F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    for x of shape (N, H, W) (float32)."""
+    n, h, w = x.shape
+
+    def idx(out_len, in_len):
+        src = (np.arange(out_len, dtype=np.float32) + 0.5) / 2.0 - 0.5
+        src = np.maximum(src, 0.0)
+        i0 = np.floor(src).astype(np.int64)
+        i0 = np.minimum(i0, in_len - 1)
+        i1 = np.minimum(i0 + 1, in_len - 1)
+        l1 = (src - i0).astype(np.float32)
+        return i0, i1, (1.0 - l1).astype(np.float32), l1
+
+    y0, y1, wy0, wy1 = idx(2 * h, h)
+    x0, x1, wx0, wx1 = idx(2 * w, w)
+    top = x[:, y0] * wy0[None, :, None] + x[:, y1] * wy1[None, :, None]
+    return top[:, :, x0] * wx0[None, None, :] + top[:, :, x1] * wx1[None, None, :]
+
+
+def reconstruct_mask_logits(init_logits, steps):
+    """Rebuild PointRend's final mask logits of the predicted class from the stored pieces:
+    init_logits (n, R, R) = img{i}/mask_init_logits[:n, 0]; steps = [(indices (n, P),
+    point_logits (n, P)) for s = 1..S] = img{i}/mask_step{s}_indices / _point_logits.
+    Each step: upsample x2 (bilinear, align_corners=False), then overwrite the selected
+    flat indices with the point-head logits (what PointRendMaskHead._subdivision_inference does)."""
+    m = np.asarray(init_logits, dtype=np.float32)
+    for indices, point_logits in steps:
+        m = upsample2x_bilinear(m)
+        n, h, w = m.shape
+        flat = m.reshape(n, h * w)
+        np.put_along_axis(flat, indices.astype(np.int64), point_logits.astype(np.float32), axis=1)
+        m = flat.reshape(n, h, w)
+    return m
+
+
 def atomic_write(path, writer):
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
@@ -201,6 +244,7 @@ def atomic_write(path, writer):
     try:
         with os.fdopen(fd, "wb") as f:
             writer(f)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -263,6 +307,9 @@ def main():
         die("images do not share one padded size: %s" % padded)
 
     # ------------------------------------------------------------- calibration
+    # All calibration statistics are taken over the batch of the three images (one
+    # forward pass), so that no image is far out of the calibrated distribution.
+    all_batched = [inp["batched"][0] for inp in inputs]
     def calibrate_frozen_bn():
         gen = torch.Generator().manual_seed(args.seed + 1)
         hooks = []
@@ -281,11 +328,11 @@ def main():
                 m.bias.copy_(0.1 * torch.randn(c, generator=gen))
                 hooks.append(m.register_forward_pre_hook(pre_hook))
         with torch.no_grad():
-            il = model.preprocess_image(inputs[0]["batched"])
+            il = model.preprocess_image(all_batched)
             model.backbone(il.tensor)
         for h in hooks:
             h.remove()
-        print("calibrated %d FrozenBatchNorm layers on image 0" % n[0])
+        print("calibrated %d FrozenBatchNorm layers on the batch of all %d images" % (n[0], len(inputs)))
 
     def normalizing_hook(target_std, offset=0.0, center=True, once=True):
         """Forward hook: on the first call rescale the layer (weight*a, bias re-centred)
@@ -335,9 +382,9 @@ def main():
         bp = model.roi_heads.box_predictor
         hooks.append(bp.cls_score.register_forward_hook(normalizing_hook(2.0)))
         hooks.append(bp.bbox_pred.register_forward_hook(normalizing_hook(0.5)))
-        # pass 1 (boxes only) on image 0: calibrates RPN and box head
+        # pass 1 (boxes only, batch of all images): calibrates RPN and box head
         model.roi_heads.mask_on = False
-        model.inference(inputs[0]["batched"], do_postprocess=False)
+        model.inference(all_batched, do_postprocess=False)
         for h in hooks:
             h.remove()
 
@@ -360,16 +407,16 @@ def main():
             return res
 
         best = None
-        for delta in np.arange(-4.0, 30.01, 0.25):
+        for delta in np.arange(-6.0, 30.01, 0.25):
             c = counts_for(float(delta))
             ok = min(c) >= args.min_dets
-            key = (0 if ok else 1, abs(float(np.median(c)) - args.target_dets))
+            key = (0 if ok else 1, float(np.sum(np.abs(np.log(np.maximum(c, 1) / args.target_dets)))))
             if best is None or key < best[0]:
                 best = (key, float(delta), c)
         bp.cls_score.bias[-1] += best[1]
         print("background-bias delta %.2f -> detections per image %s" % (best[1], best[2]))
 
-        # pass 2 (with masks) on image 0: calibrates the coarse head and point head
+        # pass 2 (with masks, batch of all images): calibrates the coarse head and point head
         model.roi_heads.mask_on = True
         mh = model.roi_heads.mask_head
         ch = mh.coarse_head
@@ -383,7 +430,7 @@ def main():
         for layer in ph.fc_layers:
             hooks.append(layer.register_forward_hook(normalizing_hook(1.0)))
         hooks.append(ph.predictor.register_forward_hook(normalizing_hook(3.0)))
-        model.inference(inputs[0]["batched"], do_postprocess=False)
+        model.inference(all_batched, do_postprocess=False)
         for h in hooks:
             h.remove()
 
@@ -409,16 +456,18 @@ def main():
     # A key is stored for image i when POLICY[key] is None (all) or i in POLICY[key].
     det0 = (0,)
     POLICY = {
-        "image_tensor": det0, "p2": det0, "p3": det0, "p4": det0, "p5": None, "p6": None,
+        "image_tensor": (), "p2": det0, "p3": det0, "p4": det0, "p5": None, "p6": None,
         "rpn_objectness_p2": det0, "rpn_objectness_p3": det0, "rpn_objectness_p4": det0,
         "rpn_objectness_p5": det0, "rpn_objectness_p6": det0,
         "rpn_deltas_p2": (), "rpn_deltas_p3": (), "rpn_deltas_p4": det0,
         "rpn_deltas_p5": det0, "rpn_deltas_p6": det0,
-        "box_features": (), "box_deltas": det0, "coarse_input": det0, "mask_logits": det0,
+        "box_features": (), "box_deltas": det0, "coarse_input": det0, "mask_logits": (),
     } if small else {}
-    N_DETAIL = {"coarse_input": 1, "mask_steps": 8, "mask_logits": 1, "coarse_logits": 16,
-                "mask_init_logits": 16} if small else {}
-    ANCHOR_LEVELS = ("p3", "p4", "p5", "p6") if small else ("p2", "p3", "p4", "p5", "p6")
+    # number of detections (the first n, in detectron2's order) for per-detection mask tensors,
+    # (n for image 0, n for images 1/2)
+    N_DETAIL = {"coarse_input": (1, 1), "mask_steps": (6, 3), "coarse_logits": (16, 16),
+                "mask_init_logits": (16, 8)} if small else {}
+    ANCHOR_LEVELS = ("p4", "p5", "p6") if small else ("p2", "p3", "p4", "p5", "p6")
     in_feats = list(cfg.MODEL.RPN.IN_FEATURES)
 
     def want(key, i):
@@ -427,9 +476,9 @@ def main():
 
     def ndet(key, D, i):
         n = N_DETAIL.get(key)
-        if n is None or (i == 0 and key in ("coarse_logits", "mask_init_logits")):
+        if n is None:
             return D
-        return min(n, D)
+        return min(n[0] if i == 0 else n[1], D)
 
     rec = {}
     hooks = [
@@ -476,6 +525,7 @@ def main():
         out[key] = np.ascontiguousarray(np.asarray(arr).astype(dtype))
 
     summary = []
+    recon_err = []
     with torch.no_grad():
         for i, inp in enumerate(inputs):
             rec.clear()
@@ -528,6 +578,13 @@ def main():
             for s_, idx in enumerate(rec.get("indices", []), start=1):
                 put(pre + "mask_step%d_indices" % s_, idx[:nst], np.int32)
                 put(pre + "mask_step%d_point_logits" % s_, pls[s_][:nst])
+            # the stored steps determine the final 224x224 logits exactly: check it
+            rebuilt = reconstruct_mask_logits(out[pre + "mask_init_logits"][:nst, 0],
+                                              [(out[pre + "mask_step%d_indices" % s_], out[pre + "mask_step%d_point_logits" % s_])
+                                               for s_ in range(1, len(rec.get("indices", [])) + 1)])
+            err = float(np.abs(rebuilt - rec["mask_logits"][:nst, 0].numpy()).max()) if nst else 0.0
+            assert err < 1e-4, err
+            recon_err.append(err)
             if want("mask_logits", i):
                 ml = rec["mask_logits"][: ndet("mask_logits", D, i)]
                 if small:
@@ -547,6 +604,8 @@ def main():
             assert pm.shape == (len(pp), h0, w0), pm.shape
             put(pre + "post_masks_packed", np.packbits(pm, axis=None), np.uint8)
             sc = res.scores.numpy()
+            if D and (sc > 0.9999).sum() > 1:
+                print("warning: img%d has %d saturated scores (> 0.9999)" % (i, int((sc > 0.9999).sum())))
             ml_all = rec["mask_logits"]
             summary.append(dict(name=inp["name"], dets=D, post=len(pp),
                                 score_min=float(sc.min()) if D else None, score_max=float(sc.max()) if D else None,
@@ -583,6 +642,7 @@ def main():
         "weights_key_layout": layout,
         "weights_keys": json.dumps([[k, list(v.shape)] for k, v in weights.items()]),
         "stored_as_float16": json.dumps(f16),
+        "mask_reconstruction_max_abs_err": json.dumps(recon_err),
         "mask_logits_kind": "logits (before sigmoid) of the predicted class, as passed to mask_rcnn_inference",
         "size_policy": json.dumps({"per_image_keys": {k: (None if v is None else list(v)) for k, v in POLICY.items()},
                                    "first_n_detections": N_DETAIL, "anchor_levels": list(ANCHOR_LEVELS)}),

@@ -107,17 +107,26 @@ class MultiLevelRoIAlign(nn.Cell):
         else:
             grid_y, share_y = self.fixed_samples(y1, roi_h)
             grid_x, share_x = self.fixed_samples(x1, roi_w)
-        # All sample positions of a bin go into one weighted gather (4 neighbours each): averaging
-        # a (K, out, S, out, S, C) tensor over its strided axes cost as much on CPU as the look-ups.
+        # With a fixed grid, all sample positions of a bin go into one weighted gather (4 neighbours
+        # each): averaging a (K, out, S, out, S, C) tensor over its strided axes cost as much on CPU
+        # as the look-ups. Adaptive grids are larger (up to max_sample_num^2 per bin), so their
+        # positions are gathered one at a time and summed, which bounds the memory to one position.
+        feats = None
         rows, weights = [], []
         for ys, wy in zip(grid_y, share_y):
             py = ops.broadcast_to(ops.expand_dims(ys, 2), (k, out, out))
             for xs, wx in zip(grid_x, share_x):
                 px = ops.broadcast_to(ops.expand_dims(xs, 1), (k, out, out))
                 r, w = bilinear_corners(base, height, width, px, py, True)  # (K, out, out, 4)
-                rows.append(r)
-                weights.append(w * (wy * wx).reshape(-1, 1, 1, 1))
-        feats = weighted_gather(table, ops.concat(rows, -1), ops.concat(weights, -1))  # (K, out, out, C)
+                w = w * (wy * wx).reshape(-1, 1, 1, 1)
+                if self.adaptive:
+                    part = weighted_gather(table, r, w)  # (K, out, out, C)
+                    feats = part if feats is None else feats + part
+                else:
+                    rows.append(r)
+                    weights.append(w)
+        if not self.adaptive:
+            feats = weighted_gather(table, ops.concat(rows, -1), ops.concat(weights, -1))  # (K, out, out, C)
         return ops.transpose(feats, (0, 3, 1, 2))
 
     def fixed_samples(self, start, side):
