@@ -10,6 +10,7 @@ from mindspore import nn
 
 from src.config import ConfigError
 from src.layers.feature_table import LevelLayout, flatten_levels
+from src.layers.padding_mask import anchor_validity, padded_extent, padded_extent_masks
 from src.layers.roi_align import MultiLevelRoIAlign, rois_with_index
 from src.layers.tensor_utils import batch_index_of, gather_rows
 from src.maskrcnn.anchor_generator import multi_level_anchors
@@ -94,6 +95,10 @@ class MaskRcnnPointRend(nn.Cell):
         self.test_roi_index = batch_index_of(batch_size, self.proposal_test.num_proposals)
         self.det_index = batch_index_of(batch_size, self.postprocess.max_per_img)
         self.freeze(cfg.freeze_at, cfg.train_heads_only, unused=[self.rcnn_mask] if use_pointrend else [])
+        self.size_divisibility = cfg.size_divisibility
+        self.canvas_hw = (cfg.img_height, cfg.img_width)
+        self.mask_strides = (2,) + tuple(cfg.anchor_strides)  # the stem's stride, then P2..P6
+        self.num_anchors = cfg.num_anchors
 
     def freeze(self, freeze_at, train_heads_only, unused):
         """Stop gradients by module: backbone stages below ``freeze_at``; with ``train_heads_only``
@@ -107,10 +112,17 @@ class MaskRcnnPointRend(nn.Cell):
             for param in cell.get_parameters():
                 param.requires_grad = False
 
-    def features(self, img):
-        """(B, 3, H, W) -> FPN pyramid (P2..P6) and the flat table of the RoI levels."""
-        pyramid = self.fpn_ncek(self.backbone(img))
-        return pyramid, flatten_levels(pyramid[:self.num_roi_levels])
+    def features(self, img, img_metas):
+        """(B, 3, H, W) -> FPN pyramid (P2..P6), the flat table of the RoI levels, and with
+        ``size_divisibility`` each image's padded extent: which anchors lie inside it ((B, N) bool)
+        and its size ((B, 2) pixels), else None, None."""
+        if self.size_divisibility == 0:
+            pyramid = self.fpn_ncek(self.backbone(img))
+            return pyramid, flatten_levels(pyramid[:self.num_roi_levels]), None, None
+        masks = padded_extent_masks(img_metas, self.canvas_hw, self.mask_strides, self.size_divisibility)
+        pyramid = self.fpn_ncek(self.backbone(img, masks[:-1]), masks[1:])
+        return (pyramid, flatten_levels(pyramid[:self.num_roi_levels]), anchor_validity(masks[1:], self.num_anchors),
+                padded_extent(img_metas, self.size_divisibility))
 
     def construct(self, img, img_metas, gt_bboxes=None, gt_labels=None, gt_valids=None, gt_masks=None):
         if self.training:
@@ -118,13 +130,13 @@ class MaskRcnnPointRend(nn.Cell):
         return self.detect(img, img_metas)
 
     def train_losses(self, img, img_metas, gt_bboxes, gt_labels, gt_valids, gt_masks):
-        pyramid, table = self.features(img)
+        pyramid, table, anchor_valid, extents = self.features(img, img_metas)
         rpn_cls, rpn_reg = self.rpn_with_loss(pyramid)
         loss_rpn_cls, loss_rpn_reg = self.rpn_loss(rpn_cls, rpn_reg, gt_bboxes, gt_valids)
-        proposals, proposal_valid = self.proposal_train(rpn_cls, rpn_reg, img_metas)
+        proposals, proposal_valid = self.proposal_train(rpn_cls, rpn_reg, img_metas, anchor_valid)
         rois, labels, valid, bbox_targets, gt_index = self.sampler_stage2(proposals, proposal_valid, gt_bboxes,
                                                                           gt_labels, gt_valids)
-        roi_feats = self.roi_align(table, rois_with_index(self.train_roi_index, rois.reshape(-1, 4)))
+        roi_feats = self.roi_align(table, rois_with_index(self.train_roi_index, rois.reshape(-1, 4)), extents)
         cls_logits, deltas = self.rcnn_cls(roi_feats)
         loss_cls, loss_reg = rcnn_box_losses(cls_logits, deltas, labels.reshape(-1), valid.reshape(-1),
                                              bbox_targets.reshape(-1, 4), self.num_classes)
@@ -142,11 +154,11 @@ class MaskRcnnPointRend(nn.Cell):
         return loss_rpn_cls, loss_rpn_reg, loss_cls, loss_reg, loss_mask, loss_point
 
     def detect(self, img, img_metas):
-        pyramid, table = self.features(img)
+        pyramid, table, anchor_valid, extents = self.features(img, img_metas)
         rpn_cls, rpn_reg = self.rpn_with_loss(pyramid)
-        proposals, proposal_valid = self.proposal_test(rpn_cls, rpn_reg, img_metas)
+        proposals, proposal_valid = self.proposal_test(rpn_cls, rpn_reg, img_metas, anchor_valid)
         rois = rois_with_index(self.test_roi_index, proposals.reshape(-1, 4))
-        cls_logits, deltas = self.rcnn_cls(self.roi_align(table, rois))
+        cls_logits, deltas = self.rcnn_cls(self.roi_align(table, rois, extents))
         boxes, scores, labels, valid = self.postprocess(proposals, proposal_valid, cls_logits, deltas, img_metas)
         masks = self.mask_branch.predict(table, boxes.reshape(-1, 4), self.det_index, labels.reshape(-1))
         masks = masks.reshape((boxes.shape[0], boxes.shape[1]) + masks.shape[1:])

@@ -42,7 +42,7 @@ VARIANTS = {
     "standard": {"mask_head": "standard"},
     "detectron2": {"mask_head": "pointrend", "stride_in_1x1": True, "stem_pool_padding": "symmetric",
                    "fpn_upsample": "nearest", "anchor_style": "detectron2", "box_convention": "detectron2",
-                   "img_format": "BGR",
+                   "img_format": "BGR", "size_divisibility": 32,
                    "roi_layer": {"out_size": 7, "mask_out_size": 14, "sample_num": 0, "max_sample_num": 4,
                                  "aligned": True}},
 }

@@ -55,7 +55,7 @@ def flatten_levels(features):
     return ops.concat(rows, 0)
 
 
-def bilinear_corners(base, height, width, px, py, roi_align_border):
+def bilinear_corners(base, height, width, px, py, roi_align_border, extent=None):
     """Table rows and weights of the four bilinear neighbours of each point (px, py).
 
     Args:
@@ -65,11 +65,16 @@ def bilinear_corners(base, height, width, px, py, roi_align_border):
         roi_align_border: False for ``grid_sample`` semantics (neighbours outside the map are
             zero); True for RoIAlign semantics (points up to one pixel outside are clamped onto
             the border, points further out give zero).
+        extent: None, or (extent_h, extent_w) float32 (...,): the border RoIAlign clamps to, when
+            the image's map ends before the block's (``size_divisibility``).
     Returns:
         rows (..., 4) int32 (always inside the table) and weights (..., 4) float32.
     """
-    hf = ops.cast(height, ms.float32)
-    wf = ops.cast(width, ms.float32)
+    if extent is None:
+        hf = ops.cast(height, ms.float32)
+        wf = ops.cast(width, ms.float32)
+    else:
+        hf, wf = extent
     inside = ops.logical_and(ops.logical_and(py >= -1.0, py <= hf), ops.logical_and(px >= -1.0, px <= wf))
     if roi_align_border:
         py = ops.minimum(ops.relu(py), hf - 1.0)

@@ -70,12 +70,14 @@ class MultiLevelRoIAlign(nn.Cell):
         self.bins = ms.Tensor(np.arange(out_size, dtype=np.float32).reshape(1, out_size))
         self.sample_steps = tuple(s + 0.5 for s in range(self.sample_num))
 
-    def construct(self, table, rois):
+    def construct(self, table, rois, extents=None):
         """Pool RoI features.
 
         Args:
             table: (T, C) flat features of the pooled levels (``flatten_levels``).
             rois: (K, 5) = (image index, x1, y1, x2, y2) in image pixels.
+            extents: None, or (B, 2) = (height, width) in pixels where each image's maps end
+                (``size_divisibility``): samples are clamped to that border instead of the canvas's.
         Returns:
             (K, C, out_size, out_size).
         """
@@ -101,6 +103,12 @@ class MultiLevelRoIAlign(nn.Cell):
         out = self.out_size
         per_roi = (k, 1, 1)
         base, height, width = base.reshape(per_roi), height.reshape(per_roi), width.reshape(per_roi)
+        border = None
+        if extents is not None:
+            extent = ops.ceil(ops.gather(extents, batch_index, 0) * ops.expand_dims(scale, 1))  # (K, 2) cells
+            shape = (k, out, out)
+            border = (ops.broadcast_to(extent[:, 0].reshape(per_roi), shape),
+                      ops.broadcast_to(extent[:, 1].reshape(per_roi), shape))
         if self.adaptive:
             grid_y, share_y = self.adaptive_samples(y1, roi_h)
             grid_x, share_x = self.adaptive_samples(x1, roi_w)
@@ -117,7 +125,7 @@ class MultiLevelRoIAlign(nn.Cell):
             py = ops.broadcast_to(ops.expand_dims(ys, 2), (k, out, out))
             for xs, wx in zip(grid_x, share_x):
                 px = ops.broadcast_to(ops.expand_dims(xs, 1), (k, out, out))
-                r, w = bilinear_corners(base, height, width, px, py, True)  # (K, out, out, 4)
+                r, w = bilinear_corners(base, height, width, px, py, True, border)  # (K, out, out, 4)
                 w = w * (wy * wx).reshape(-1, 1, 1, 1)
                 if self.adaptive:
                     part = weighted_gather(table, r, w)  # (K, out, out, C)

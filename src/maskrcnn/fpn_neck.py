@@ -38,13 +38,19 @@ class FeatPyramidNeck(nn.Cell):
             return ops.ResizeNearestNeighbor(size)(x)
         return self.upsample(x, size)
 
-    def construct(self, inputs):
+    def construct(self, inputs, masks=None):
+        """inputs: (C2, ..., C5); masks: None, or ``padding_mask.padded_extent_masks`` of the
+        pyramid strides (P2..P6): the 3x3 convs' inputs and the outputs are multiplied by them."""
         laterals = [conv(x) for conv, x in zip(self.lateral_convs_list, inputs)]
         num = len(laterals)
         top_down = [laterals[num - 1]]  # coarsest first
         for i in range(num - 2, -1, -1):
             top_down.append(laterals[i] + self.upsampled(top_down[-1], laterals[i].shape[2:]))
         merged = [top_down[num - 1 - i] for i in range(num)]
+        if masks is not None:
+            merged = [x * m for x, m in zip(merged, masks)]
         outs = [conv(x) for conv, x in zip(self.fpn_convs_list, merged)]
         outs.append(self.extra_pool(outs[-1]))
+        if masks is not None:
+            outs = [x * m for x, m in zip(outs, masks)]
         return tuple(outs)

@@ -42,10 +42,12 @@ class Proposal(nn.Cell):
             return sides > self.min_size
         return sides >= self.min_size
 
-    def construct(self, cls_logits, deltas, img_metas):
+    def construct(self, cls_logits, deltas, img_metas, anchor_valid=None):
         """Args:
             cls_logits: (B, N) all levels; deltas: (B, N, 4) (anchor order of ``multi_level_anchors``);
-            img_metas: (B, 4) = (height, width, scale_h, scale_w) of the resized image on the canvas.
+            img_metas: (B, 4) = (height, width, scale_h, scale_w) of the resized image on the canvas;
+            anchor_valid: None, or (B, N) bool: anchors that may propose (the others are left out,
+                as if the canvas ended at the image's padded extent).
         Returns: proposals (B, P, 4), valid (B, P) bool."""
         # proposals are constants for the rest of the network, as in the model zoo and detectron2
         cls_logits = ops.stop_gradient(cls_logits)
@@ -58,6 +60,8 @@ class Proposal(nn.Cell):
         for lvl in range(len(self.anchors)):
             begin, end = self.level_bounds[lvl]
             scores = ops.sigmoid(cls_logits[:, begin:end])
+            if anchor_valid is not None:
+                scores = ops.where(anchor_valid[:, begin:end], scores, ops.full_like(scores, -1.0))
             top_scores, idx = ops.topk(scores, self.pre_counts[lvl])  # (B, k)
             d = ops.gather_elements(deltas[:, begin:end], 1,
                                     ops.broadcast_to(ops.expand_dims(idx, 2), idx.shape + (4,)))
@@ -69,7 +73,7 @@ class Proposal(nn.Cell):
             kept = []
             for b in range(batch):
                 kept.append(nms_keep(boxes[b], self.nms_thr))
-            keep = ops.logical_and(ops.stack(kept, 0), wh_ok)
+            keep = ops.logical_and(ops.logical_and(ops.stack(kept, 0), wh_ok), top_scores >= 0.0)
             level_scores.append(ops.where(keep, top_scores, ops.full_like(top_scores, -1.0)))
             level_boxes.append(boxes)
         scores = ops.concat(level_scores, 1)

@@ -54,9 +54,13 @@ class Bottleneck(nn.Cell):
             self.conv_down_sample = _conv(in_channels, out_channels, 1, stride)
             self.bn_down_sample = make_norm(norm, out_channels)
 
-    def construct(self, x):
+    def construct(self, x, mask=None):
+        """x (N, Cin, H, W); mask: None, or (N, 1, h, w) at the 3x3 conv's input resolution
+        (``padding_mask``), applied to that input."""
         identity = x
         out = self.relu(self.bn1(self.conv1(x)))
+        if mask is not None:
+            out = out * mask
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         if self.down_sample:
@@ -101,6 +105,9 @@ class ResNetFea(nn.Cell):
                       for j in range(count)]
             stages.append(nn.SequentialCell(blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        # masks of padded_extent_masks(strides 2, 4, ..., 32) read by each stage's 3x3 convs: the
+        # first block's 3x3 runs at the stage's input stride unless the stride sits on its 1x1
+        self.mask_levels = tuple((i + 1 if (i == 0 or stride_in_1x1) else i, i + 1) for i in range(len(stages)))
 
     def stage_cells(self):
         """Cells in freezing order: stem (conv1 + bn1), layer1, ..., layer4."""
@@ -110,10 +117,28 @@ class ResNetFea(nn.Cell):
         """``x``, the output of stage number ``stage`` (stem = 1), without gradient if that stage is frozen."""
         return ops.stop_gradient(x) if stage <= self.frozen_stages else x
 
-    def construct(self, x):
-        x = self.cut(self.maxpool(self.relu(self.bn1(self.conv1(x)))), 1)
-        c2 = self.cut(self.layer1(x), 2)
-        c3 = self.cut(self.layer2(c2), 3)
-        c4 = self.cut(self.layer3(c3), 4)
-        c5 = self.cut(self.layer4(c4), 5)
+    def stage_with_masks(self, stage, x, masks, levels):
+        """One stage whose 3x3 conv inputs are multiplied by ``masks[levels[0]]`` (first block) and
+        ``masks[levels[1]]`` (the others)."""
+        x = stage[0](x, masks[levels[0]])
+        for i in range(1, len(stage)):
+            x = stage[i](x, masks[levels[1]])
+        return x
+
+    def construct(self, x, masks=None):
+        """x (B, 3, H, W); masks: None, or ``padding_mask.padded_extent_masks`` at strides 2..32 to
+        compute features as on an image padded only to its own extent."""
+        x = self.relu(self.bn1(self.conv1(x)))
+        if masks is None:
+            x = self.cut(self.maxpool(x), 1)
+            c2 = self.cut(self.layer1(x), 2)
+            c3 = self.cut(self.layer2(c2), 3)
+            c4 = self.cut(self.layer3(c3), 4)
+            c5 = self.cut(self.layer4(c4), 5)
+            return c2, c3, c4, c5
+        x = self.cut(self.maxpool(x * masks[0]), 1)
+        c2 = self.cut(self.stage_with_masks(self.layer1, x, masks, self.mask_levels[0]), 2)
+        c3 = self.cut(self.stage_with_masks(self.layer2, c2, masks, self.mask_levels[1]), 3)
+        c4 = self.cut(self.stage_with_masks(self.layer3, c3, masks, self.mask_levels[2]), 4)
+        c5 = self.cut(self.stage_with_masks(self.layer4, c4, masks, self.mask_levels[3]), 5)
         return c2, c3, c4, c5
