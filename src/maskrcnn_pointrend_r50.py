@@ -112,11 +112,11 @@ class MaskRcnnPointRend(nn.Cell):
             for param in cell.get_parameters():
                 param.requires_grad = False
 
-    def features(self, img, img_metas):
+    def features(self, img, img_metas, padded_extent_only=False):
         """(B, 3, H, W) -> FPN pyramid (P2..P6), the flat table of the RoI levels, and with
-        ``size_divisibility`` each image's padded extent: which anchors lie inside it ((B, N) bool)
-        and its size ((B, 2) pixels), else None, None."""
-        if self.size_divisibility == 0:
+        ``padded_extent_only`` each image's padded extent (``size_divisibility``): which anchors lie
+        inside it ((B, N) bool) and its size ((B, 2) pixels), else None, None."""
+        if not padded_extent_only:
             pyramid = self.fpn_ncek(self.backbone(img))
             return pyramid, flatten_levels(pyramid[:self.num_roi_levels]), None, None
         masks = padded_extent_masks(img_metas, self.canvas_hw, self.mask_strides, self.size_divisibility)
@@ -130,6 +130,8 @@ class MaskRcnnPointRend(nn.Cell):
         return self.detect(img, img_metas)
 
     def train_losses(self, img, img_metas, gt_bboxes, gt_labels, gt_valids, gt_masks):
+        # training sees the whole canvas, as detectron2 trains on batches padded to their largest
+        # image (the padded-extent masks would also keep a second copy of every activation)
         pyramid, table, anchor_valid, extents = self.features(img, img_metas)
         rpn_cls, rpn_reg = self.rpn_with_loss(pyramid)
         loss_rpn_cls, loss_rpn_reg = self.rpn_loss(rpn_cls, rpn_reg, gt_bboxes, gt_valids)
@@ -154,7 +156,7 @@ class MaskRcnnPointRend(nn.Cell):
         return loss_rpn_cls, loss_rpn_reg, loss_cls, loss_reg, loss_mask, loss_point
 
     def detect(self, img, img_metas):
-        pyramid, table, anchor_valid, extents = self.features(img, img_metas)
+        pyramid, table, anchor_valid, extents = self.features(img, img_metas, self.size_divisibility > 0)
         rpn_cls, rpn_reg = self.rpn_with_loss(pyramid)
         proposals, proposal_valid = self.proposal_test(rpn_cls, rpn_reg, img_metas, anchor_valid)
         rois = rois_with_index(self.test_roi_index, proposals.reshape(-1, 4))

@@ -77,6 +77,8 @@ def test_aligned_adaptive_roi_align_matches_torchvision_definition(max_samples):
             bw, bh = rng.uniform(lo, hi, 2)
             x1, y1 = rng.uniform(-8, img_w - bw / 2), rng.uniform(-8, img_h - bh / 2)
             boxes.append([x1, y1, x1 + bw, y1 + bh])
+    # bins of exactly 2 and 3 feature cells at level 2 (ceil, not floor + 1, samples per bin)
+    boxes += [[8.0, 12.0, 8.0 + 56.0, 12.0 + 84.0], [20.0, 4.0, 20.0 + 84.0, 4.0 + 56.0]]
     boxes.append([5.0, 6.0, 5.0, 30.0])  # zero width: no samples in detectron2 along x
     boxes = np.array(boxes, np.float32)
     rois = np.concatenate([np.zeros((len(boxes), 1), np.float32), boxes], 1)
@@ -211,3 +213,34 @@ def test_infer_names_labels_with_coco_category_ids_without_a_data_set():
     names, ids = class_names_and_ids(small_config(num_classes=3, mindrecord_dir="", coco_category_ids=[],
                                                   coco_classes=["background", "a", "b"]))
     assert ids == {1: 1, 2: 2} and names == {1: "a", 2: "b"}
+
+
+@pytest.mark.parametrize("stride_in_1x1", [False, True])
+def test_size_divisibility_makes_features_independent_of_the_canvas(stride_in_1x1):
+    # an image whose padded extent is 64 x 96, alone on that canvas and on a larger one: with the
+    # padding masks, every feature inside the extent is the same (detectron2 pads only to 32)
+    from src.layers.padding_mask import padded_extent_masks
+    rng = np.random.default_rng(4)
+    image = rng.standard_normal((1, 3, 64, 96)).astype(np.float32)
+    backbone = ResNetFea([1, 2, 1, 1], [8, 16, 32, 64], [16, 32, 64, 128], "frozen_bn", 0, stride_in_1x1,
+                         "symmetric")
+    neck = FeatPyramidNeck([16, 32, 64, 128], 8, 5, "nearest")
+    for cell in (backbone, neck):
+        for p in cell.get_parameters():  # random statistics so that the canvas padding is not zero
+            if "moving_mean" in p.name or "beta" in p.name:
+                p.set_data(ms.Tensor(rng.normal(0, 0.5, p.shape).astype(np.float32)))
+            elif "bias" in p.name:
+                p.set_data(ms.Tensor(rng.normal(0, 0.5, p.shape).astype(np.float32)))
+    metas = ms.Tensor(np.array([[60, 90, 1, 1]], np.float32))  # padded to 64 x 96
+    outputs = []
+    for canvas in ((64, 96), (128, 160)):
+        img = np.zeros((1, 3) + canvas, np.float32)
+        img[:, :, :64, :96] = image
+        masks = padded_extent_masks(metas, canvas, (2, 4, 8, 16, 32, 64), 32)
+        outputs.append([p.asnumpy() for p in neck(backbone(ms.Tensor(img), masks[:-1]), masks[1:])])
+        unmasked = [p.asnumpy() for p in neck(backbone(ms.Tensor(img)))]
+    for level, (small, large, plain) in enumerate(zip(outputs[0], outputs[1], unmasked)):
+        h, w = small.shape[2:]
+        np.testing.assert_allclose(large[:, :, :h, :w], small, rtol=1e-4, atol=1e-5, err_msg=f"P{level + 2}")
+        assert np.abs(large[:, :, h:, :]).max(initial=0) == 0 and np.abs(large[:, :, :, w:]).max() == 0
+    assert not np.allclose(plain[:, :, :h, :w], outputs[0][-1], atol=1e-3)  # without masks they differ

@@ -114,7 +114,7 @@ class StageRunner(nn.Cell):
 
     def construct(self, img, img_metas, proposals, det_boxes, det_classes):
         net = self.net
-        pyramid, table, anchor_valid, extents = net.features(img, img_metas)
+        pyramid, table, anchor_valid, extents = net.features(img, img_metas, net.size_divisibility > 0)
         rpn_cls, rpn_reg = net.rpn_with_loss(pyramid)
         ours, valid = net.proposal_test(rpn_cls, rpn_reg, img_metas, anchor_valid)
         cls_logits, deltas = net.rcnn_cls(net.roi_align(table, rois_with_index(self.prop_index, proposals), extents))

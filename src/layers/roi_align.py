@@ -118,7 +118,8 @@ class MultiLevelRoIAlign(nn.Cell):
         # With a fixed grid, all sample positions of a bin go into one weighted gather (4 neighbours
         # each): averaging a (K, out, S, out, S, C) tensor over its strided axes cost as much on CPU
         # as the look-ups. Adaptive grids are larger (up to max_sample_num^2 per bin), so their
-        # positions are gathered one at a time and summed, which bounds the memory to one position.
+        # positions are gathered one at a time and summed: the (K, out, out, 4 S^2, C) tensor of all
+        # gathered neighbours is never built.
         feats = None
         rows, weights = [], []
         for ys, wy in zip(grid_y, share_y):
