@@ -9,6 +9,7 @@ import mindspore as ms
 from mindspore import nn
 
 from src.config import ConfigError
+from src.layers.box_utils import box_offset_of
 from src.layers.feature_table import LevelLayout, flatten_levels
 from src.layers.padding_mask import anchor_validity, padded_extent, padded_extent_masks
 from src.layers.roi_align import MultiLevelRoIAlign, rois_with_index
@@ -19,7 +20,7 @@ from src.maskrcnn.box_postprocess import DetectionPostprocess
 from src.maskrcnn.fpn_neck import FeatPyramidNeck
 from src.maskrcnn.mask_branch import StandardMaskBranch
 from src.maskrcnn.proposal_generator import Proposal
-from src.maskrcnn.rcnn_cls import RcnnCls, rcnn_box_losses
+from src.maskrcnn.rcnn_cls import RcnnCls, rcnn_box_losses, refined_boxes
 from src.maskrcnn.rcnn_mask import RcnnMask
 from src.maskrcnn.resnet50 import ResNetFea
 from src.maskrcnn.rpn import RPN, RpnLoss
@@ -99,6 +100,9 @@ class MaskRcnnPointRend(nn.Cell):
         self.canvas_hw = (cfg.img_height, cfg.img_width)
         self.mask_strides = (2,) + tuple(cfg.anchor_strides)  # the stem's stride, then P2..P6
         self.num_anchors = cfg.num_anchors
+        self.train_on_pred_boxes = cfg.train_on_pred_boxes
+        self.box_beta = cfg.rcnn_smooth_l1_beta
+        self.box_coder = (tuple(cfg.rcnn_target_means), tuple(cfg.rcnn_target_stds), box_offset_of(cfg.box_convention))
 
     def freeze(self, freeze_at, train_heads_only, unused):
         """Stop gradients by module: backbone stages below ``freeze_at``; with ``train_heads_only``
@@ -141,12 +145,16 @@ class MaskRcnnPointRend(nn.Cell):
         roi_feats = self.roi_align(table, rois_with_index(self.train_roi_index, rois.reshape(-1, 4)), extents)
         cls_logits, deltas = self.rcnn_cls(roi_feats)
         loss_cls, loss_reg = rcnn_box_losses(cls_logits, deltas, labels.reshape(-1), valid.reshape(-1),
-                                             bbox_targets.reshape(-1, 4), self.num_classes)
+                                             bbox_targets.reshape(-1, 4), self.num_classes, self.box_beta)
 
-        # the mask branch trains on the leading slots, which hold the sampled positives
+        # the mask branch trains on the leading slots, which hold the sampled positives: on their
+        # RoIs, or with train_on_pred_boxes on the box head's boxes for their GT class (detectron2)
         n = self.num_pos_slots
         pos_rois = rois[:, :n].reshape(-1, 4)
         pos_labels = labels[:, :n].reshape(-1)
+        if self.train_on_pred_boxes:
+            pos_deltas = deltas.reshape(rois.shape[0], rois.shape[1], -1)[:, :n].reshape(-1, deltas.shape[1])
+            pos_rois = refined_boxes(pos_rois, pos_deltas, pos_labels, self.num_classes, *self.box_coder)
         pos_weights = (pos_labels > 0).astype(ms.float32)
         pos_gt_masks = gather_rows(gt_masks, gt_index[:, :n])
         pos_gt_masks = pos_gt_masks.reshape((-1,) + pos_gt_masks.shape[2:])

@@ -52,6 +52,23 @@ def shortest_edge_size(height, width, min_size, max_size):
     return int(new_h + 0.5), int(new_w + 0.5)
 
 
+def fit_canvas(new_h, new_w, height, width, cfg):
+    """(new_h, new_w) if it fits the canvas, else the keep-ratio size that fills it."""
+    if new_h <= cfg.img_height and new_w <= cfg.img_width:
+        return new_h, new_w
+    return rescale_size(height, width, cfg.img_height, cfg.img_width, True)
+
+
+def train_size(height, width, cfg, rng):
+    """Size of a training image by ``cfg.resize_rule``: shortest_edge draws the shorter side from
+    ``min_size_train`` (detectron2's multi-scale "choice" sampling, longer side at most
+    ``max_size_train``), shrunk to fit the canvas; modelzoo fits the canvas."""
+    if cfg.resize_rule == "shortest_edge":
+        short = int(rng.choice(cfg.min_size_train))
+        return fit_canvas(*shortest_edge_size(height, width, short, cfg.max_size_train), height, width, cfg)
+    return rescale_size(height, width, cfg.img_height, cfg.img_width, cfg.keep_ratio)
+
+
 def eval_size(height, width, cfg):
     """Size (new_h, new_w) of an image resized for evaluation/inference by ``cfg.resize_rule``.
 
@@ -59,10 +76,8 @@ def eval_size(height, width, cfg):
     canvas, e.g. a portrait image on a landscape canvas.
     """
     if cfg.resize_rule == "shortest_edge":
-        new_h, new_w = shortest_edge_size(height, width, cfg.min_size_test, cfg.max_size_test)
-        if new_h <= cfg.img_height and new_w <= cfg.img_width:
-            return new_h, new_w
-        return rescale_size(height, width, cfg.img_height, cfg.img_width, True)
+        return fit_canvas(*shortest_edge_size(height, width, cfg.min_size_test, cfg.max_size_test), height, width,
+                          cfg)
     return rescale_size(height, width, cfg.img_height, cfg.img_width, cfg.keep_ratio)
 
 
@@ -221,6 +236,7 @@ class TrainTransform:
     """
 
     def __init__(self, cfg, seed=None):
+        self.cfg = cfg
         self.canvas_h, self.canvas_w = cfg.img_height, cfg.img_width
         self.keep_ratio = cfg.keep_ratio
         self.flip_ratio = cfg.flip_ratio
@@ -265,7 +281,7 @@ class TrainTransform:
 
         img, offset_x, offset_y = self._expand(img)
         eh, ew = img.shape[:2]
-        new_h, new_w = rescale_size(eh, ew, self.canvas_h, self.canvas_w, self.keep_ratio)
+        new_h, new_w = train_size(eh, ew, self.cfg, self.rng)
         img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
         flip = self.rng.uniform() < self.flip_ratio
         if flip:

@@ -133,6 +133,8 @@ def nms_keep(boxes, iou_thr):
 
 
 def smooth_l1(diff, beta):
-    """Elementwise smooth L1 of a difference tensor (any shape)."""
+    """Elementwise smooth L1 of a difference tensor (any shape); beta 0 is the L1 loss."""
     absd = ops.abs(diff)
+    if beta == 0:
+        return absd
     return ops.where(absd < beta, 0.5 * absd * absd / beta, absd - 0.5 * beta)

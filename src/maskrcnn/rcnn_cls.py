@@ -3,7 +3,7 @@ import mindspore as ms
 from mindspore import nn, ops, Parameter
 from mindspore.common.initializer import Normal, XavierUniform, initializer
 
-from src.layers.box_utils import smooth_l1
+from src.layers.box_utils import decode_deltas, smooth_l1
 
 
 class DenseNoTranpose(nn.Cell):
@@ -51,9 +51,30 @@ class RcnnCls(nn.Cell):
         return self.fpn_cls(roi_features)
 
 
-def rcnn_box_losses(cls_logits, deltas, labels, valid, bbox_targets, num_classes):
-    """Softmax cross-entropy over the valid RoIs and smooth-L1 (beta 1) of the GT-class deltas over
-    the positive RoIs, both divided by the number of valid RoIs.
+def class_deltas(deltas, classes, num_classes):
+    """(K, num_classes * 4) class-specific deltas and (K,) int32 classes -> (K, 4) deltas of each class."""
+    per_class = deltas.reshape(deltas.shape[0], num_classes, 4)
+    index = ops.broadcast_to(classes.reshape(-1, 1, 1), (classes.shape[0], 1, 4))
+    return ops.gather_elements(per_class, 1, index).reshape(-1, 4)
+
+
+def refined_boxes(rois, deltas, classes, num_classes, means, stds, box_offset):
+    """The box head's boxes for given classes (detectron2's ``predict_boxes_for_gt_classes``: decoded,
+    not clipped), without gradient.
+
+    Args:
+        rois: (K, 4); deltas: (K, num_classes * 4); classes: (K,) int32.
+    Returns:
+        (K, 4).
+    """
+    chosen = class_deltas(ops.stop_gradient(deltas), classes, num_classes)
+    return ops.stop_gradient(decode_deltas(rois, chosen, means, stds, box_offset))
+
+
+def rcnn_box_losses(cls_logits, deltas, labels, valid, bbox_targets, num_classes, beta=1.0):
+    """Softmax cross-entropy over the valid RoIs and smooth-L1 (``beta``; 0 = L1) of the GT-class
+    deltas over the positive RoIs, both divided by the number of valid RoIs (detectron2's
+    ``FastRCNNOutputLayers.losses``: cross-entropy mean, box loss sum / number of sampled RoIs).
 
     Args:
         cls_logits: (K, num_classes); deltas: (K, num_classes * 4); labels: (K,) int32;
@@ -65,9 +86,7 @@ def rcnn_box_losses(cls_logits, deltas, labels, valid, bbox_targets, num_classes
     num = ops.maximum(weights.sum(), 1.0)
     ce = ops.cross_entropy(cls_logits, labels, reduction="none")
     loss_cls = (ce * weights).sum() / num
-    per_class = deltas.reshape(deltas.shape[0], num_classes, 4)
-    index = ops.broadcast_to(labels.reshape(-1, 1, 1), (labels.shape[0], 1, 4))
-    chosen = ops.gather_elements(per_class, 1, index).reshape(-1, 4)
+    chosen = class_deltas(deltas, labels, num_classes)
     pos = ops.logical_and(valid, labels > 0).astype(ms.float32)
-    loss_reg = (smooth_l1(chosen - bbox_targets, 1.0).sum(axis=1) * pos).sum() / num
+    loss_reg = (smooth_l1(chosen - bbox_targets, beta).sum(axis=1) * pos).sum() / num
     return loss_cls, loss_reg

@@ -52,8 +52,9 @@ class RPN(nn.Cell):
 
 
 class RpnLoss(nn.Cell):
-    """Objectness BCE and box smooth-L1 (beta 1/9) over the sampled anchors, both divided by the
-    number of sampled anchors in the batch.
+    """Objectness BCE and box smooth-L1 (beta ``rpn_smooth_l1_beta``) over the sampled anchors, both
+    divided by the number of sampled anchors in the batch (detectron2's normaliser too, as long as
+    every image fills its anchor sample).
 
     Args:
         cfg: config; anchors: (N, 4) numpy anchors of all levels, in the RPN output order.
@@ -62,7 +63,7 @@ class RpnLoss(nn.Cell):
     def __init__(self, cfg, anchors):
         super().__init__()
         self.targets = BboxAssignSample(cfg, anchors)
-        self.beta = 1.0 / 9.0
+        self.beta = cfg.rpn_smooth_l1_beta
 
     def construct(self, cls_logits, deltas, gt_bboxes, gt_valids):
         """Args: cls_logits (B, N); deltas (B, N, 4); gt_bboxes (B, G, 4); gt_valids (B, G).
