@@ -92,10 +92,11 @@ def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, w
         times.append(time.perf_counter() - start)
     per = statistics.median(times)
     name = "small test" if small_test_config else f"{preset} preset" if preset else "COCO (81 classes, BN)"
-    return {"case": case, "size": f"{height}x{width}", "batch": batch, "config": name, "first_call_s": round(first, 2), "warmup_calls": warmed,
-            "repeats": repeats, "times_s": [round(t, 3) for t in times], "median_s": round(per, 3),
-            "per_image_s": round(per / batch, 3), "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                                                                     / 2 ** 20, 2)}
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    return {"case": case, "size": f"{height}x{width}", "batch": batch, "config": name,
+            "first_call_s": round(first, 2), "warmup_calls": warmed, "repeats": repeats,
+            "times_s": [round(t, 3) for t in times], "median_s": round(per, 3), "per_image_s": round(per / batch, 3),
+            "peak_rss_gb": round(peak_gb, 2)}
 
 
 def main():

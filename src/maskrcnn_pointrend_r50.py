@@ -136,13 +136,13 @@ class MaskRcnnPointRend(nn.Cell):
     def train_losses(self, img, img_metas, gt_bboxes, gt_labels, gt_valids, gt_masks):
         # training sees the whole canvas, as detectron2 trains on batches padded to their largest
         # image (the padded-extent masks would also keep a second copy of every activation)
-        pyramid, table, anchor_valid, extents = self.features(img, img_metas)
+        pyramid, table, _, _ = self.features(img, img_metas)
         rpn_cls, rpn_reg = self.rpn_with_loss(pyramid)
         loss_rpn_cls, loss_rpn_reg = self.rpn_loss(rpn_cls, rpn_reg, gt_bboxes, gt_valids)
-        proposals, proposal_valid = self.proposal_train(rpn_cls, rpn_reg, img_metas, anchor_valid)
+        proposals, proposal_valid = self.proposal_train(rpn_cls, rpn_reg, img_metas)
         rois, labels, valid, bbox_targets, gt_index = self.sampler_stage2(proposals, proposal_valid, gt_bboxes,
                                                                           gt_labels, gt_valids)
-        roi_feats = self.roi_align(table, rois_with_index(self.train_roi_index, rois.reshape(-1, 4)), extents)
+        roi_feats = self.roi_align(table, rois_with_index(self.train_roi_index, rois.reshape(-1, 4)))
         cls_logits, deltas = self.rcnn_cls(roi_feats)
         loss_cls, loss_reg = rcnn_box_losses(cls_logits, deltas, labels.reshape(-1), valid.reshape(-1),
                                              bbox_targets.reshape(-1, 4), self.num_classes, self.box_beta)

@@ -59,7 +59,8 @@ def test_box_predictor_background_moves_from_last_to_first():
     np.testing.assert_allclose(ours[:, 4:], theirs, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(ours[:, :4], 0.0)
     # box head FC stored (in, out) here
-    np.testing.assert_array_equal(params["rcnn_cls.fpn_cls.shared_fc_0.weight"], state["roi_heads.box_head.fc1.weight"].T)
+    fc1 = state["roi_heads.box_head.fc1.weight"]
+    np.testing.assert_array_equal(params["rcnn_cls.fpn_cls.shared_fc_0.weight"], fc1.T)
 
 
 def test_coarse_prediction_and_point_head_give_detectron2_outputs_per_class():
@@ -102,7 +103,8 @@ def test_other_num_classes_keeps_all_but_the_class_specific_layers():
     assert w.shape == (POINT_FC, FINE + 6)  # fine channels + 6 coarse logits
     np.testing.assert_array_equal(w[:, :FINE], state["roi_heads.mask_head.point_head.fc1.weight"][:, :FINE, 0])
     np.testing.assert_array_equal(w[:, FINE:], 0.0)
-    np.testing.assert_array_equal(params["rcnn_cls.fpn_cls.shared_fc_0.weight"], state["roi_heads.box_head.fc1.weight"].T)
+    fc1 = state["roi_heads.box_head.fc1.weight"]
+    np.testing.assert_array_equal(params["rcnn_cls.fpn_cls.shared_fc_0.weight"], fc1.T)
 
 
 def test_unknown_or_misshapen_keys_stop_the_conversion_naming_the_key():

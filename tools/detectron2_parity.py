@@ -356,13 +356,14 @@ def compare(ref, cfg, checkpoint):
         _, metas = normalized_input(ref, i, cfg)
         h0, w0 = (int(v) for v in ref[f"img{i}/orig_hw"])
         box_results, segm_results = detections_to_coco(0, boxes, scores, labels, np.ones(len(boxes), bool), masks,
-                                                        metas[0], (h0, w0), {lb: lb for lb in range(1, cfg.num_classes)},
+                                                        metas[0], (h0, w0), list(range(1, cfg.num_classes)),
                                                         mask_threshold=cfg.mask_thr_binary)
         ours_xyxy = np.array([[x, y, x + w, y + h] for x, y, w, h in (b["bbox"] for b in box_results)]).reshape(-1, 4)
         their_masks = pasted_masks(ref, i)
         for t, o in match_one_to_one(ours_xyxy, ref[f"img{i}/post_boxes"], 0.99):
             final_iou.append(mask_iou(mask_utils.decode(segm_results[o]["segmentation"]).astype(bool), their_masks[t]))
-    out.update(features_rel=max(feats), rpn_rel=max(rpn) if rpn else float("nan"), proposals_matched=matched_props / total_props,
+    out.update(features_rel=max(feats), rpn_rel=max(rpn) if rpn else float("nan"),
+               proposals_matched=matched_props / total_props,
                box_head_rel=max(box), box_head_capped_rel=max(capped_err), capped_rois=capped_count,
                proposals=total_props, detections_matched=matched_dets / max(total_dets, 1), detections=total_dets,
                detection_scores_close=float(np.mean(score_close)) if score_close else 0.0,

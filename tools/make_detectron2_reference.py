@@ -259,13 +259,11 @@ def main():
     pkl_path = args.pkl or os.path.splitext(args.out)[0] + ".pkl"
 
     import torch
-    import torch.nn.functional as F
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
     from detectron2.modeling.postprocessing import detector_postprocess
     from detectron2.layers import FrozenBatchNorm2d
     import detectron2.data.transforms as T
-    import point_rend
     import point_rend.mask_head as pr_mask_head
     from point_rend import add_pointrend_config
 

@@ -34,8 +34,11 @@ class FeatPyramidNeck(nn.Cell):
     def upsampled(self, x, size):
         """(B, C, h, w) -> (B, C, size[0], size[1])."""
         if self.nearest:
-            # torch's nearest mode: output cell i reads input cell floor(i * h / size)
-            return ops.ResizeNearestNeighbor(size)(x)
+            # torch's interpolate(scale_factor=2, mode="nearest"): output cell i reads input cell
+            # i // 2, i.e. each cell copied to a 2 x 2 block (a broadcast, whose gradient is a sum)
+            b, c, h, w = x.shape
+            x = ops.broadcast_to(x.reshape(b, c, h, 1, w, 1), (b, c, h, 2, w, 2)).reshape(b, c, 2 * h, 2 * w)
+            return x[:, :, :size[0], :size[1]]
         return self.upsample(x, size)
 
     def construct(self, inputs, masks=None):
