@@ -40,11 +40,8 @@ GRAPHS = ("train/pointrend", "infer/pointrend", "train/standard", "infer/standar
 VARIANTS = {
     "pointrend": {"mask_head": "pointrend"},
     "standard": {"mask_head": "standard"},
-    "detectron2": {"mask_head": "pointrend", "stride_in_1x1": True, "stem_pool_padding": "symmetric",
-                   "fpn_upsample": "nearest", "anchor_style": "detectron2", "box_convention": "detectron2",
-                   "img_format": "BGR", "size_divisibility": 32,
-                   "roi_layer": {"out_size": 7, "mask_out_size": 14, "sample_num": 0, "max_sample_num": 4,
-                                 "aligned": True}},
+    # the preset file itself, at the small sizes that small_config sets on top of it
+    "detectron2": {"config_path": os.path.join(ROOT, "configs", "detectron2_pointrend_r50_fpn.yaml")},
 }
 
 # Graph bookkeeping nodes, not kernels.

@@ -127,7 +127,8 @@ class MultiLevelRoIAlign(nn.Cell):
             for xs, wx in zip(grid_x, share_x):
                 px = ops.broadcast_to(ops.expand_dims(xs, 1), (k, out, out))
                 r, w = bilinear_corners(base, height, width, px, py, True, border)  # (K, out, out, 4)
-                w = w * (wy * wx).reshape(-1, 1, 1, 1)
+                share = wy * wx  # a number on a fixed grid, (K,) per RoI on an adaptive one
+                w = w * (share.reshape(-1, 1, 1, 1) if self.adaptive else share)
                 if self.adaptive:
                     part = weighted_gather(table, r, w)  # (K, out, out, C)
                     feats = part if feats is None else feats + part
@@ -143,12 +144,11 @@ class MultiLevelRoIAlign(nn.Cell):
 
         Args: start, side: (K,) RoI start and length in feature pixels.
         Returns: per sample index s, coordinates (K, out_size) of sample s of every bin, and its
-            share of the bin average (K,).
+            share of the bin average (a number; ``adaptive_samples`` gives (K,) shares).
         """
-        share = ops.full_like(start, 1.0 / self.sample_num)
         coords = [ops.expand_dims(start, 1) + ops.expand_dims(side, 1) * self.offsets[s]
                   for s in range(self.sample_num)]
-        return coords, [share] * self.sample_num
+        return coords, [1.0 / self.sample_num] * self.sample_num
 
     def adaptive_samples(self, start, side):
         """As ``fixed_samples`` with ceil(bin side) samples per bin (at most ``sample_num``); the
