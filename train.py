@@ -16,11 +16,13 @@ def build_train_cell(cfg, net, steps_per_epoch):
     from mindspore import nn
 
     from src.training.lr_schedule import dynamic_lr
+    from src.training.mixed_precision import apply_mixed_precision
     from src.training.network_define import TrainOneStepCell, WithLossCell, split_decay_groups
 
     lr = dynamic_lr(cfg, steps_per_epoch)
     groups = split_decay_groups(net.trainable_params(), cfg.weight_decay, cfg.weight_decay_bias_norm)
     optimizer = nn.Momentum(groups, learning_rate=ms.Tensor(lr), momentum=cfg.momentum)
+    apply_mixed_precision(net, cfg.amp_level, cfg.amp_dtype)
     cell = TrainOneStepCell(WithLossCell(net, cfg), optimizer, loss_scale=cfg.loss_scale,
                             clip_norm=cfg.grad_clip_norm, dynamic_scale=cfg.loss_scale_type == "dynamic",
                             scale_window=cfg.loss_scale_window, scale_factor=cfg.loss_scale_factor)
@@ -65,6 +67,11 @@ def train(cfg):
                           cfg.max_nan_steps, log)
     saver = CheckpointSaver(os.path.join(out_dir, f"ckpt_{cfg.rank_id}"), "pointrend", cfg.keep_checkpoint_max)
     save_every = max(1, int(round(cfg.save_checkpoint_epochs * steps_per_epoch)))
+    if cfg.amp_level != "O0":
+        log(f"mixed precision {cfg.amp_level} in {cfg.amp_dtype}")
+        if cfg.amp_dtype == "float16" and cfg.loss_scale_type == "fixed" and cfg.loss_scale == 1:
+            log("warning: float16 gradients can underflow without a loss scale; set --loss_scale_type=dynamic "
+                "--loss_scale=65536 (or a fixed --loss_scale)")
     log(f"training {total_steps} steps ({cfg.epoch_size} epochs x {steps_per_epoch} steps, batch {cfg.batch_size} "
         f"x {cfg.device_num} devices), starting at step {start}, {cfg.device_target}")
     start_epoch, skip = divmod(start, steps_per_epoch)

@@ -3,6 +3,7 @@
     python -m bench.bench_network                      # the standard table
     python -m bench.bench_network --case infer --height 768 --width 1280 --batch 1
     python -m bench.bench_network --case infer --height 800 --width 1344 --batch 1 --preset detectron2
+    python -m bench.bench_network --case train --height 256 --width 256 --batch 2 --amp_level O2
 
 Each case runs in its own process so that its peak RSS is its own. Times are the median of
 ``--repeats`` calls after the first call (graph compilation, reported apart) and an untimed
@@ -41,7 +42,8 @@ def machine():
     return f"{os.cpu_count()} cores, {cpu}"
 
 
-def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, warmup_seconds=30.0, preset=None):
+def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, warmup_seconds=30.0, preset=None,
+             amp_level="O0"):
     sys.path.insert(0, ROOT)
     from src.utils.runtime import cap_onednn_isa
     cap_onednn_isa()
@@ -51,6 +53,7 @@ def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, w
     from src.config import config_from_dict, load_config
     from src.demo.synthetic_batch import SMALL, synthetic_batch
     from src.maskrcnn_pointrend_r50 import MaskRcnnPointRend
+    from src.training.mixed_precision import apply_mixed_precision
     from src.training.network_define import TrainOneStepCell, WithLossCell, split_decay_groups
 
     ms.set_context(mode=ms.GRAPH_MODE)
@@ -69,7 +72,8 @@ def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, w
     if case == "train":
         net.set_train(True)
         opt = nn.Momentum(split_decay_groups(net.trainable_params(), 1e-4, False), learning_rate=0.001, momentum=0.9)
-        step = TrainOneStepCell(WithLossCell(net, cfg), opt)
+        apply_mixed_precision(net, amp_level, "float16")
+        step = TrainOneStepCell(WithLossCell(net, cfg), opt, loss_scale=1024.0, dynamic_scale=amp_level != "O0")
         step.set_train(True)
         inputs = [ms.Tensor(data[k]) for k in ("img", "img_metas", "gt_bboxes", "gt_labels", "gt_valids", "gt_masks")]
         call = lambda: step(*inputs)[0].asnumpy()  # noqa: E731
@@ -92,6 +96,8 @@ def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, w
         times.append(time.perf_counter() - start)
     per = statistics.median(times)
     name = "small test" if small_test_config else f"{preset} preset" if preset else "COCO (81 classes, BN)"
+    if amp_level != "O0":
+        name += f", {amp_level} float16"
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     return {"case": case, "size": f"{height}x{width}", "batch": batch, "config": name,
             "first_call_s": round(first, 2), "warmup_calls": warmed, "repeats": repeats,
@@ -110,10 +116,14 @@ def main():
     parser.add_argument("--warmup-seconds", type=float, default=30.0, help="and at least this long")
     parser.add_argument("--small", action="store_true", help="the small test config (4 classes, fewer RoIs)")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a preset config instead of the default")
+    parser.add_argument("--amp_level", choices=("O0", "O1", "O2"), default="O0",
+                        help="train case: mixed precision in float16 (with a dynamic loss scale)")
     args = parser.parse_args()
+    if args.amp_level != "O0" and args.case != "train":
+        parser.error("--amp_level needs --case train (inference runs in float32)")
     if args.case:
         print(json.dumps(run_case(args.case, args.height, args.width, args.batch, args.repeats, args.small,
-                                  args.warmup, args.warmup_seconds, args.preset)))
+                                  args.warmup, args.warmup_seconds, args.preset, args.amp_level)))
         return
     print(f"machine: {machine()}; mindspore GRAPH_MODE on CPU; ONEDNN_MAX_CPU_ISA=AVX2; "
           f"median of {args.repeats} calls after the first call and an untimed warm-up of at least "

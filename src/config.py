@@ -346,6 +346,9 @@ def _check_relations(cfg):
                           f"background ({len(cfg.coco_classes) - 1}), got {len(cfg.coco_category_ids)}")
     if cfg.num_expected_pos_stage2 > cfg.num_expected_total_stage2:
         raise ConfigError("config key 'num_expected_pos_stage2': larger than num_expected_total_stage2")
+    if cfg.amp_level != "O0" and cfg.amp_dtype == "bfloat16" and cfg.device_target == "CPU":
+        raise ConfigError("config key 'amp_dtype': bfloat16 needs a GPU (MindSpore 2.10's CPU convolution has no "
+                          "bfloat16 kernel); use float16 or amp_level O0 on CPU")
     if cfg.epoch_size > cfg.total_epoch:
         raise ConfigError(f"config key 'epoch_size': {cfg.epoch_size} epochs exceed the LR schedule "
                           f"(total_epoch={cfg.total_epoch})")

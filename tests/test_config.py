@@ -84,6 +84,8 @@ def test_overrides_are_typed_and_rederive():
     (["--mask_shape=[14,14]"], "'mask_shape': must be [28, 28]"),
     (["--fpn_num_outs=4", "--anchor_strides=[4,8,16,32]"], "'fpn_num_outs': must be 5"),
     (["--num_classes=1"], "'num_classes'"),
+    (["--amp_level=O3"], "'amp_level': 'O3' is not one of ['O0', 'O1', 'O2']"),
+    (["--device_target=CPU", "--amp_level=O1", "--amp_dtype=bfloat16"], "'amp_dtype': bfloat16 needs a GPU"),
     (["positional"], "unexpected command-line argument"),
 ])
 def test_bad_overrides_give_one_line_errors(argv, needle):

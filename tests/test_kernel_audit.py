@@ -1,6 +1,6 @@
 """Every primitive of the compiled train and inference graphs (both mask heads, the detectron2
-preset) is declared for GPU by MindSpore (tools/kernel_audit.py), and the audit's rules flag what
-they should."""
+preset, mixed precision) is declared for GPU by MindSpore (tools/kernel_audit.py); under mixed
+precision only the layers' arithmetic runs in float16; and the audit's rules flag what they should."""
 import os
 import sys
 
@@ -13,11 +13,11 @@ MS = os.path.dirname(__import__("mindspore").__file__)
 
 
 # The standard-head graphs (model-zoo conventions everywhere) and the detectron2-preset graphs
-# (PointRend mask branch) hold every primitive of the model-zoo PointRend graphs as well: the mask
-# branch's operations do not depend on the conventions, and in the full audit (python
-# tools/kernel_audit.py, all six graphs) none of the 86 primitives occurs only in those two graphs.
-# Four graphs instead of six keep this test at two minutes.
-CI_GRAPHS = ("train/standard", "infer/standard", "train/detectron2", "infer/detectron2")
+# (PointRend mask branch; its train graph in mixed precision, O2 float16) hold every primitive of
+# the other graphs as well: in the full audit (python tools/kernel_audit.py, all seven graphs) none
+# of the 86 primitives occurs only in train/pointrend, infer/pointrend or train/detectron2. Four
+# graphs instead of seven keep this test at about two minutes.
+CI_GRAPHS = ("train/standard", "infer/standard", "train/amp", "infer/detectron2")
 
 
 def test_every_primitive_of_both_heads_is_declared_for_gpu():
@@ -28,6 +28,28 @@ def test_every_primitive_of_both_heads_is_declared_for_gpu():
     assert {"TensorScatterElements", "NMSWithMask", "Conv2DBackpropInput", "ApplyMomentum"} <= set(rows)
     assert rows["TensorScatterElements"]["graphs"] == {"infer/detectron2"}
     assert len(rows) > 60
+    # mixed precision: convolutions and matrix products (and their gradients) in float16; losses,
+    # sigmoid, IoU, NMS, top-k, RoIAlign and point sampling (batched matrix products) in float32
+    unsafe = kernel_audit.not_low_precision_safe(rows)
+    assert not unsafe, f"in float16 under amp_level O2 but not layer arithmetic: {unsafe}"
+    low = {n for n, r in rows.items() if r["low_precision"]}
+    assert {"Conv2D", "Conv2DBackpropFilter", "MatMul"} <= low
+    assert not low & {"BatchNorm", "Sigmoid", "TopK", "IOU", "NMSWithMask", "BatchMatMul", "SoftmaxBackward"}
+
+
+def test_low_precision_rules():
+    def rows(name, *origins):
+        return {name: {"low_precision": "low", "low_origins": set(origins)}}
+    assert kernel_audit.not_low_precision_safe(rows("Conv2D", "src/maskrcnn/resnet50.py:60")) == {}
+    # a reduction is allowed in float16 only where it sums the nearest upsampling's 2 x 2 cells
+    assert kernel_audit.not_low_precision_safe(rows("SumExt", "src/maskrcnn/fpn_neck.py:41")) == {}
+    assert kernel_audit.not_low_precision_safe(rows("SumExt", "src/maskrcnn/rpn.py:70")) == {
+        "SumExt": ["src/maskrcnn/rpn.py:70"]}
+    assert kernel_audit.not_low_precision_safe(rows("Sigmoid", "?")) == {"Sigmoid": ["?"]}
+    # and the IR's type line is what marks a node
+    assert kernel_audit._LOW_PRECISION.search("(<Tensor[Float16], (2, 3)>, <Tensor[Float32], (3,)>)")
+    assert kernel_audit._LOW_PRECISION.search("(<Tensor[BFloat16], (2, 3)>)")
+    assert not kernel_audit._LOW_PRECISION.search("(<Tensor[Float32], (2, 3)>, <Tensor[Int32], (3,)>)")
 
 
 def test_rules_flag_what_mindspore_does_not_declare_for_gpu():

@@ -20,6 +20,9 @@ def run(*args, **env):
     ("scripts/run_eval.sh", ["0", "data", "mr"]),
     ("scripts/run_eval_cpu.sh", ["data"]),
     ("scripts/run_demo.sh", ["a", "b"]),
+    ("scripts/check_gpu.sh", ["0", "1"]),
+    ("scripts/check_gpu.sh", ["gpu0"]),
+    ("scripts/check_gpu.sh", ["0", "--amp_level=O1"]),
 ])
 def test_wrong_argument_count_prints_usage(script, args):
     out = run(script, *args)

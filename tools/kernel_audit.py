@@ -1,7 +1,7 @@
 """Which primitives the compiled graphs use, and whether MindSpore declares each of them for GPU.
 
     python tools/kernel_audit.py [--graphs train/pointrend infer/pointrend train/standard infer/standard
-                                           train/detectron2 infer/detectron2]
+                                           train/detectron2 infer/detectron2 train/amp]
 
 This machine has no GPU, so the audit reads what MindSpore says: every graph is compiled here (a
 small config; the primitives do not depend on sizes) with its IR saved, and every primitive of the
@@ -17,9 +17,16 @@ backend graph (after MindSpore's device-independent passes) is looked up in Mind
    differentiates (``GRADIENT_OF``): MindSpore declares platforms per forward operator.
 
 Nodes that MindSpore's compiler inserts itself (no source in their trace) are listed in
-``COMPILER_INSERTED`` with the evidence that the GPU backend has them. Prints one line per
-primitive (platforms, how it was found, where it comes from in this project) and exits with 1 if
-any primitive is not declared for GPU.
+``COMPILER_INSERTED`` with the evidence that the GPU backend has them.
+
+The ``train/amp`` graph (``amp_level: O2`` in float16) is also read for precision: every primitive
+that receives a float16 / bfloat16 input there must be one of ``LOW_PRECISION_OK`` (the layers'
+arithmetic), so that losses, sigmoid/softmax, box coding, IoU, NMS, top-k, RoIAlign and point
+sampling provably compute in float32 (``src/training/mixed_precision.py``).
+
+Prints one line per primitive (platforms, how it was found, where it comes from in this project,
+"low" if it runs in low precision) and exits with 1 if any primitive is not declared for GPU or
+runs in low precision without being in ``LOW_PRECISION_OK``.
 """
 import argparse
 import glob
@@ -34,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRAPHS = ("train/pointrend", "infer/pointrend", "train/standard", "infer/standard", "train/detectron2",
-          "infer/detectron2")
+          "infer/detectron2", "train/amp")
 # graph variant -> config overrides: the two mask heads, and PointRend with the switches of
 # configs/detectron2_pointrend_r50_fpn.yaml (anchors, box coder, aligned adaptive RoIAlign, ...)
 VARIANTS = {
@@ -42,8 +49,21 @@ VARIANTS = {
     "standard": {"mask_head": "standard"},
     # the preset file itself, at the small sizes that small_config sets on top of it
     "detectron2": {"config_path": os.path.join(ROOT, "configs", "detectron2_pointrend_r50_fpn.yaml")},
+    # the preset's train graph in mixed precision (O2 holds O1's autocast and adds the float16 backbone)
+    "amp": {"config_path": os.path.join(ROOT, "configs", "detectron2_pointrend_r50_fpn.yaml"), "amp_level": "O2",
+            "amp_dtype": "float16"},
 }
 
+# The primitives that may take float16 / bfloat16 inputs under mixed precision: the layers' own
+# arithmetic and its gradients (the symmetric-padding stem pool is MaxPool3DWithArgmax), layout
+# changes, and graph bookkeeping ...
+LOW_PRECISION_OK = {"Conv2D", "Conv2DBackpropFilter", "Conv2DBackpropInput", "MatMul", "BiasAdd", "BiasAddGrad",
+                    "ReLU", "ReluGrad", "Add", "AddN", "MaxPool", "MaxPoolGrad", "MaxPool3DWithArgmax",
+                    "ResizeBilinearV2", "ResizeBilinearGrad", "Reshape", "ExpandDims", "Squeeze", "BroadcastTo",
+                    "StridedSlice", "StridedSliceGrad", "Cast", "MakeTuple", "UpdateState"}
+# ... and reductions only where they are layer arithmetic: the gradient of the nearest 2x upsampling
+# (a broadcast) sums 2 x 2 cells. A loss or a mean in low precision fails the audit.
+LOW_PRECISION_OK_AT = {"SumExt": {"src/maskrcnn/fpn_neck.py"}}
 # Graph bookkeeping nodes, not kernels.
 STRUCTURAL = {"Load", "MakeTuple", "TupleGetItem", "UpdateState", "Depend", "Return", "Partial", "Switch",
               "SwitchLayer", "MakeList", "ListGetItem", "stop_gradient", "StopGradient"}
@@ -78,6 +98,7 @@ import mindspore as ms
 from mindspore import nn
 from src.demo.synthetic_batch import small_config, synthetic_batch
 from src.maskrcnn_pointrend_r50 import MaskRcnnPointRend
+from src.training.mixed_precision import apply_mixed_precision
 from src.training.network_define import TrainOneStepCell, WithLossCell, split_decay_groups
 ms.set_context(mode=ms.GRAPH_MODE)
 ms.set_device("CPU")
@@ -87,6 +108,7 @@ data = synthetic_batch(cfg)
 if {kind!r} == "train":
     net.set_train(True)
     opt = nn.Momentum(split_decay_groups(net.trainable_params(), 1e-4, False), learning_rate=0.01, momentum=0.9)
+    apply_mixed_precision(net, cfg.amp_level, cfg.amp_dtype)
     cell = TrainOneStepCell(WithLossCell(net, cfg), opt, loss_scale=1024.0, dynamic_scale=True)
     cell.set_train(True)
     names = ("img", "img_metas", "gt_bboxes", "gt_labels", "gt_valids", "gt_masks")
@@ -100,6 +122,7 @@ cell.compile(*[ms.Tensor(data[k]) for k in names])
 _NODE = re.compile(r"^\s+%\d+\([^)]*\) = (?:PrimFunc_)?([A-Za-z_][A-Za-z0-9_]*)\(")
 _TRACE = re.compile(r"# In file (.+?):(\d+)[^/]*/(.*)/$")
 _API_DEF = re.compile(r"^\s*def (\w+)\(")
+_LOW_PRECISION = re.compile(r"Tensor\[B?Float16\]")
 
 
 def compile_graph(graph, ir_dir):
@@ -113,7 +136,8 @@ def compile_graph(graph, ir_dir):
 
 
 def backend_nodes(ir_dir):
-    """[(primitive, trace lines, is gradient)] of the backend graphs after the common passes."""
+    """[(primitive, trace lines, is gradient, has a float16/bfloat16 input)] of the backend graphs
+    after the common passes."""
     files = sorted(glob.glob(os.path.join(ir_dir, "hwopt_common_unify_mindir_after_graph_*.ir")))
     if not files:
         raise RuntimeError(f"no backend IR in {ir_dir}: did MS_DEV_SAVE_GRAPHS take effect?")
@@ -124,8 +148,10 @@ def backend_nodes(ir_dir):
             for line in f:
                 match = _NODE.match(line)
                 if match:
-                    current = [match.group(1), [], False]
+                    current = [match.group(1), [], False, False]
                     nodes.append(current)
+                elif current is not None and line.lstrip().startswith(": ("):  # (input types) -> (outputs)
+                    current[3] = bool(_LOW_PRECISION.search(line.split("->")[0]))
                 elif current is not None and "# Scope: (Gradients/" in line:
                     current[2] = True
                 elif current is not None:
@@ -218,16 +244,22 @@ def classify(name, trace, gradient):
 
 
 def audit(graphs=GRAPHS, keep_ir=None, parallel=2):
-    """{primitive: {"platforms", "how", "origin", "graphs"}} over the compiled graphs."""
+    """{primitive: {"platforms", "how", "origin", "graphs", "low_precision" ("low" if it takes a
+    float16/bfloat16 input somewhere), "low_origins" (project lines of those nodes)}} over the
+    compiled graphs."""
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         ir_dirs = {graph: os.path.join(keep_ir or tmp, graph.replace("/", "_")) for graph in graphs}
         with ThreadPoolExecutor(parallel) as pool:  # each compile is a subprocess of its own
             list(pool.map(lambda g: compile_graph(g, ir_dirs[g]), graphs))
         for graph in graphs:
-            for name, trace, gradient in backend_nodes(ir_dirs[graph]):
-                row = rows.setdefault(name, {"platforms": None, "how": None, "origin": "?", "graphs": set()})
+            for name, trace, gradient, low in backend_nodes(ir_dirs[graph]):
+                row = rows.setdefault(name, {"platforms": None, "how": None, "origin": "?", "graphs": set(),
+                                             "low_precision": "", "low_origins": set()})
                 row["graphs"].add(graph)
+                if low:
+                    row["low_precision"] = "low"
+                    row["low_origins"].add(project_origin(trace))
                 if row["origin"] == "?":
                     row["origin"] = project_origin(trace)
                 if row["platforms"] and "GPU" in row["platforms"]:
@@ -244,9 +276,23 @@ def report(rows):
     for name in sorted(rows, key=lambda n: ("GPU" in (rows[n]["platforms"] or []), n)):
         row = rows[name]
         platforms = " ".join(row["platforms"]) if row["platforms"] else "NOT DECLARED"
-        lines.append(f"{name:38s} {platforms:20s} {row['how'] or '-':48s} {row['origin']}  "
-                     f"[{', '.join(sorted(row['graphs']))}]")
+        lines.append(f"{name:38s} {platforms:20s} {row['low_precision']:3s} {row['how'] or '-':48s} "
+                     f"{row['origin']}  [{', '.join(sorted(row['graphs']))}]")
     return "\n".join(lines)
+
+
+def not_low_precision_safe(rows):
+    """{primitive: [project lines]} of the nodes that take a low-precision input without being
+    allowed to (``LOW_PRECISION_OK``, ``LOW_PRECISION_OK_AT``)."""
+    unsafe = {}
+    for name, row in rows.items():
+        if name in LOW_PRECISION_OK:
+            continue
+        allowed = LOW_PRECISION_OK_AT.get(name, set())
+        origins = sorted(o for o in row["low_origins"] if o.rsplit(":", 1)[0] not in allowed)
+        if origins:
+            unsafe[name] = origins
+    return unsafe
 
 
 def main():
@@ -259,7 +305,12 @@ def main():
     missing = [n for n, r in rows.items() if "GPU" not in (r["platforms"] or [])]
     print(f"{len(rows)} primitives, {len(rows) - len(missing)} declared for GPU"
           + (f"; not declared for GPU: {', '.join(sorted(missing))}" if missing else ""))
-    sys.exit(1 if missing else 0)
+    low = sorted(n for n, r in rows.items() if r["low_precision"])
+    unsafe = not_low_precision_safe(rows)
+    if low:
+        print(f"in low precision under amp: {', '.join(low)}"
+              + (f"; not expected in low precision: {unsafe}" if unsafe else ""))
+    sys.exit(1 if missing or unsafe else 0)
 
 
 if __name__ == "__main__":

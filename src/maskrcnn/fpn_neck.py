@@ -1,4 +1,5 @@
 """Feature pyramid neck (attribute name ``fpn_ncek`` in the network, as in the model zoo)."""
+import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import XavierUniform
 
@@ -56,4 +57,5 @@ class FeatPyramidNeck(nn.Cell):
         outs.append(self.extra_pool(outs[-1]))
         if masks is not None:
             outs = [x * m for x, m in zip(outs, masks)]
-        return tuple(outs)
+        # float32 whatever precision amp_level ran the layers in: RoIAlign and point sampling read these
+        return tuple(x.astype(ms.float32) for x in outs)

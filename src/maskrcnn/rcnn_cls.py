@@ -36,7 +36,8 @@ class FpnCls(nn.Cell):
         x = x.reshape(x.shape[0], -1)
         x = self.relu(self.shared_fc_0(x))
         x = self.relu(self.shared_fc_1(x))
-        return self.cls_scores(x), self.reg_scores(x)
+        # float32 whatever precision amp_level ran the layers in: softmax, losses and decoding read these
+        return self.cls_scores(x).astype(ms.float32), self.reg_scores(x).astype(ms.float32)
 
 
 class RcnnCls(nn.Cell):

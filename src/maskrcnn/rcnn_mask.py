@@ -1,4 +1,5 @@
 """Standard Mask R-CNN mask head: 4 convs, deconv, 28x28 class-specific logits."""
+import mindspore as ms
 from mindspore import nn
 from mindspore.common.initializer import HeNormal
 
@@ -35,4 +36,5 @@ class RcnnMask(nn.Cell):
         self.fpn_mask = FpnMask(cfg.rcnn_in_channels, cfg.rcnn_mask_out_channels, num_classes)
 
     def construct(self, roi_features):
-        return self.fpn_mask(roi_features)
+        # float32 whatever precision amp_level ran the layers in: the loss and the pasting read these
+        return self.fpn_mask(roi_features).astype(ms.float32)

@@ -1,4 +1,5 @@
 """Region proposal network head and its losses."""
+import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import Normal
 
@@ -48,7 +49,8 @@ class RPN(nn.Cell):
             batch = cls.shape[0]
             cls_out.append(ops.transpose(cls, (0, 2, 3, 1)).reshape(batch, -1))
             reg_out.append(ops.transpose(reg, (0, 2, 3, 1)).reshape(batch, -1, 4))
-        return ops.concat(cls_out, 1), ops.concat(reg_out, 1)
+        # float32 whatever precision amp_level ran the layers in: losses, decoding and NMS read these
+        return ops.concat(cls_out, 1).astype(ms.float32), ops.concat(reg_out, 1).astype(ms.float32)
 
 
 class RpnLoss(nn.Cell):

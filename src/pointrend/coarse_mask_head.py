@@ -65,5 +65,6 @@ class CoarseMaskHead(nn.Cell):
         x = ops.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
         for fc in self.fcs_seq:
             x = self.relu(fc(x))
-        x = self.prediction(x)
+        # float32 whatever precision amp_level ran the layers in: losses and point selection read these
+        x = self.prediction(x).astype(ms.float32)
         return x.reshape(x.shape[0], self.num_classes, self.out_resolution, self.out_resolution)

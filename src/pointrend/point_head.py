@@ -1,5 +1,6 @@
 """PointRend point head: a per-point MLP on fine features with the coarse prediction fed to
 every layer (detectron2's StandardPointHead, coarse_pred_each_layer=True)."""
+import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import HeNormal, Normal
 
@@ -36,7 +37,8 @@ class StandardPointHead(nn.Cell):
 
     def construct(self, fine, coarse):
         first = self.seq[0](ops.concat([fine, coarse], 1))
-        return self.predictor(self.hidden_after_first(first, coarse))
+        # float32 whatever precision amp_level ran the layers in: the point loss reads these
+        return self.predictor(self.hidden_after_first(first, coarse)).astype(ms.float32)
 
     def first_layer_weights(self):
         """The first layer's weight split by input: fine (fc_dim, fine_channels) and coarse
