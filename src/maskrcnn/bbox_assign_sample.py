@@ -32,8 +32,11 @@ class BboxAssignSample(nn.Cell):
     """RPN targets: IoU assignment of anchors to GT boxes and random pos/neg sampling.
 
     Anchors with max IoU >= pos_iou_thr are positive, < neg_iou_thr negative; each GT also claims
-    the anchors that overlap it most if that IoU >= min_pos_iou. Up to ``num_expected_pos``
-    positives are sampled and negatives fill up to ``num_expected_neg`` samples per image.
+    the anchors that overlap it most if that IoU >= min_pos_iou. A claimed anchor regresses to the
+    GT that claimed it (``rpn_low_quality_match: modelzoo``; the first, if several did) or to its
+    highest-IoU GT (``detectron2``: its Matcher only turns such anchors positive). Up to
+    ``num_expected_pos`` positives are sampled and negatives fill up to ``num_expected_neg`` samples
+    per image.
 
     Args:
         cfg: config; anchors: (N, 4) numpy anchors of all levels.
@@ -46,6 +49,7 @@ class BboxAssignSample(nn.Cell):
         self.pos_iou_thr = cfg.pos_iou_thr
         self.neg_iou_thr = cfg.neg_iou_thr
         self.min_pos_iou = cfg.min_pos_iou
+        self.claim_keeps_argmax = cfg.rpn_low_quality_match == "detectron2"
         self.num_pos = cfg.num_expected_pos
         self.num_total = cfg.num_expected_neg
         self.means = tuple(cfg.rpn_target_means)
@@ -73,7 +77,7 @@ class BboxAssignSample(nn.Cell):
         claims = overlaps >= expand_to(claim_thr, 1, overlaps.shape)
         claimed = claims.any(axis=2)
         claimed_gt = ops.argmax(claims.astype(ms.float32), dim=2).astype(ms.int32)
-        assigned = ops.where(claimed, claimed_gt, argmax)
+        assigned = argmax if self.claim_keeps_argmax else ops.where(claimed, claimed_gt, argmax)
         pos = ops.logical_or(max_iou >= self.pos_iou_thr, claimed)
         neg = ops.logical_and(ops.logical_and(max_iou < self.neg_iou_thr, max_iou >= 0.0), ops.logical_not(pos))
 
