@@ -14,6 +14,12 @@ module path. What changes on the way:
 - layouts: the box head's FCs are stored (in, out) here (``DenseNoTranpose``); Conv1d weights
   (out, in, 1) become (out, in, 1, 1).
 
+ImageNet backbones in Caffe2 naming (detectron2's ``R-50.pkl`` / ``R-101.pkl``, the initialisation of
+its COCO recipes: ``conv1_w``, ``res_conv1_bn_s``, ``res2_0_branch2a_w``, ...) are renamed as
+detectron2 renames them (``convert_basic_c2_names``) and give the backbone only; their AffineChannel
+norms (scale, bias) become BatchNorm with moving mean 0 and variance 1, as detectron2's
+FrozenBatchNorm2d loads them; the ImageNet classifier and ``*_momentum`` blobs are left out.
+
 Both PointRend key layouts are read: the published 1x/3x files (``roi_heads.mask_coarse_head.*``,
 ``roi_heads.mask_point_head.*``) and detectron2's current one (``roi_heads.mask_head.coarse_head.*``,
 ``roi_heads.mask_head.point_head.*``).
@@ -70,6 +76,8 @@ def read_detectron2_weights(path):
             data = pickle.load(f, encoding="latin1")
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as e:
         raise ConversionError(f"{path}: not a detectron2 .pkl checkpoint ({type(e).__name__}: {e})") from None
+    if isinstance(data, dict) and "blobs" in data:  # Caffe2 Detectron files
+        data = data["blobs"]
     model = data.get("model", data) if isinstance(data, dict) else None
     if not isinstance(model, dict) or not model:
         raise ConversionError(f"{path}: expected a pickle of {{'model': {{name: array}}}}")
@@ -106,6 +114,50 @@ def _backbone_name(rest):
         bn = "bn_down_sample" if m.group(3) == "shortcut" else "bn" + m.group(3)[-1]
         return f"backbone.layer{int(m.group(1)) - 1}.{m.group(2)}.{bn}.{BN_NAMES[m.group(4)]}"
     return None
+
+
+CAFFE2_IGNORED = re.compile(r"(fc1000|pred)_[wb]$|_momentum$")  # ImageNet classifier, optimizer state
+
+
+def is_caffe2_backbone(state):
+    """True for an ImageNet ResNet in Caffe2 naming (``R-50.pkl``)."""
+    return "conv1_w" in state and "res2_0_branch2a_w" in state
+
+
+def _caffe2_to_detectron2(name):
+    """Caffe2 blob name -> detectron2's name under ``backbone.bottom_up.`` (its basic renaming)."""
+    name = name.replace("_", ".")
+    name = re.sub(r"\.b$", ".bias", name)
+    name = re.sub(r"\.w$", ".weight", name)
+    name = re.sub(r"bn\.s$", "norm.weight", name)
+    name = re.sub(r"bn\.bias$", "norm.bias", name)
+    name = re.sub(r"^res\.conv1\.norm\.", "conv1.norm.", name)
+    name = re.sub(r"^conv1\.", "stem.conv1.", name)
+    for c2, d2 in ((".branch1.", ".shortcut."), (".branch2a.", ".conv1."), (".branch2b.", ".conv2."),
+                   (".branch2c.", ".conv3.")):
+        name = name.replace(c2, d2)
+    return name
+
+
+def convert_caffe2_backbone(state):
+    """Caffe2 ImageNet ResNet -> ({our backbone parameter name: array}, [ignored names]).
+
+    Raises ConversionError naming the first blob that is not a backbone weight.
+    """
+    params, ignored = {}, []
+    for name in sorted(state):
+        if CAFFE2_IGNORED.search(name):
+            ignored.append(name)
+            continue
+        ours = _backbone_name(_caffe2_to_detectron2(name))
+        if ours is None:
+            raise ConversionError(f"unrecognised Caffe2 blob {name!r} (shape {tuple(np.shape(state[name]))}): not "
+                                  "a ResNet backbone weight")
+        params[ours] = np.ascontiguousarray(state[name], np.float32)
+        if ours.endswith(".gamma"):  # AffineChannel: no statistics, FrozenBatchNorm2d loads 0 and 1
+            params[ours[:-len("gamma")] + "moving_mean"] = np.zeros_like(params[ours])
+            params[ours[:-len("gamma")] + "moving_variance"] = np.ones_like(params[ours])
+    return params, ignored
 
 
 def _direct_name(name):
@@ -166,10 +218,15 @@ def convert_state_dict(state, num_classes=None):
     Returns:
         (params, report): report holds ``converted`` (count), ``ignored`` [names that are not
         weights], ``reinitialised`` [our names of class-specific layers left to the network's
-        initialiser], ``num_classes``, ``source_classes``.
+        initialiser], ``num_classes``, ``source_classes`` (both None for an ImageNet backbone,
+        ``backbone_only`` True then).
     Raises:
         ConversionError naming the first key it does not recognise or whose shape is unexpected.
     """
+    if is_caffe2_backbone(state):
+        params, ignored = convert_caffe2_backbone(state)
+        return params, {"converted": len(params), "ignored": ignored, "reinitialised": [], "num_classes": None,
+                        "source_classes": None, "backbone_only": True}
     state = {_new_layout(k): np.asarray(v, np.float32) for k, v in state.items()}
     k = source_num_classes(state)
     target = k + 1 if num_classes is None else int(num_classes)
@@ -253,5 +310,5 @@ def convert_state_dict(state, num_classes=None):
     if not same_classes:
         reinit.extend(f"{n} (coarse-logit input columns zero)" for n in point_fc_in if "predictor" not in n)
     report = {"converted": len(params), "ignored": ignored, "reinitialised": reinit, "num_classes": target,
-              "source_classes": k}
+              "source_classes": k, "backbone_only": False}
     return params, report

@@ -146,3 +146,89 @@ def test_cli_error_is_one_line_and_writes_nothing(tmp_path):
         "error: unrecognised detectron2 key 'something.else' (shape (2,)): not converted; is this a PointRend / "
         "Mask R-CNN R50/R101-FPN checkpoint?")
     assert sorted(os.listdir(tmp_path)) == ["model.pkl"]
+
+
+def caffe2_imagenet_blobs(rng, blocks=(1, 1, 1, 1), width=(8, 16, 32, 64)):
+    """detectron2's ImageNet R-50.pkl blob names (Caffe2) for a small bottleneck ResNet, with the
+    parameter name each must become here (our own table, not the converter's rules)."""
+    blobs, expected = {}, {}
+
+    def add(c2, ours, shape):
+        blobs[c2] = rng.standard_normal(shape).astype(np.float32)
+        expected[c2] = ours
+
+    add("conv1_w", "backbone.conv1.weight", (8, 3, 7, 7))
+    add("res_conv1_bn_s", "backbone.bn1.gamma", (8,))
+    add("res_conv1_bn_b", "backbone.bn1.beta", (8,))
+    cin = 8
+    for stage, (count, out) in enumerate(zip(blocks, width), start=2):
+        for i in range(count):
+            ours = f"backbone.layer{stage - 1}.{i}."
+            mid = out // 4
+            if i == 0:
+                add(f"res{stage}_0_branch1_w", ours + "conv_down_sample.weight", (out, cin, 1, 1))
+                add(f"res{stage}_0_branch1_bn_s", ours + "bn_down_sample.gamma", (out,))
+                add(f"res{stage}_0_branch1_bn_b", ours + "bn_down_sample.beta", (out,))
+            for j, (branch, shape) in enumerate((("2a", (mid, cin, 1, 1)), ("2b", (mid, mid, 3, 3)),
+                                                 ("2c", (out, mid, 1, 1))), start=1):
+                add(f"res{stage}_{i}_branch{branch}_w", ours + f"conv{j}.weight", shape)
+                add(f"res{stage}_{i}_branch{branch}_bn_s", ours + f"bn{j}.gamma", shape[:1])
+                add(f"res{stage}_{i}_branch{branch}_bn_b", ours + f"bn{j}.beta", shape[:1])
+            cin = out
+    blobs["fc1000_w"] = np.zeros((1000, cin), np.float32)
+    blobs["fc1000_b"] = np.zeros(1000, np.float32)
+    blobs["res2_0_branch2a_w_momentum"] = np.zeros((2, 8, 1, 1), np.float32)
+    return blobs, expected
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_imagenet_caffe2_backbone_converts_to_the_backbone(tmp_path, wrapped):
+    blobs, expected = caffe2_imagenet_blobs(np.random.default_rng(7))
+    src = tmp_path / "R-50.pkl"
+    with open(src, "wb") as f:
+        pickle.dump({"blobs": blobs} if wrapped else blobs, f)  # ImageNet files are plain, Detectron ones wrap
+    params, report = convert_state_dict(read_detectron2_weights(str(src)))
+    assert report["backbone_only"] and report["num_classes"] is None
+    assert sorted(report["ignored"]) == ["fc1000_b", "fc1000_w", "res2_0_branch2a_w_momentum"]
+    for c2, ours in expected.items():
+        np.testing.assert_array_equal(params.pop(ours), blobs[c2])
+    # AffineChannel -> BatchNorm with the statistics detectron2's FrozenBatchNorm2d loads
+    stats = sorted(params)
+    assert len(stats) == 2 * sum(1 for n in expected.values() if n.endswith(".gamma"))
+    assert all(n.endswith((".moving_mean", ".moving_variance")) for n in stats)
+    assert all(not params[n].any() for n in stats if n.endswith("mean"))
+    assert all((params[n] == 1).all() for n in stats if n.endswith("variance"))
+
+
+def test_imagenet_backbone_loads_into_the_network_and_unknown_blobs_stop(tmp_path):
+    from src.checkpoint_utils import load_pretrained
+    from src.demo.synthetic_batch import small_config
+    from src.maskrcnn_pointrend_r50 import MaskRcnnPointRend
+
+    cfg = small_config(resnet_block=[1, 1, 1, 1], backbone_norm="frozen_bn")
+    net = MaskRcnnPointRend(cfg, cfg.batch_size)
+    shapes = {p.name: tuple(p.shape) for p in net.get_parameters()}
+    width = tuple(shapes[f"backbone.layer{i}.0.conv3.weight"][0] for i in range(1, 5))
+    blobs, expected = caffe2_imagenet_blobs(np.random.default_rng(8), width=width)
+    blobs["conv1_w"] = np.ones(shapes["backbone.conv1.weight"], np.float32)
+    for c2, ours in expected.items():
+        if c2 != "conv1_w" and blobs[c2].shape != shapes[ours]:
+            blobs[c2] = np.ones(shapes[ours], np.float32)
+    src, dst = tmp_path / "R-50.pkl", tmp_path / "r50.ckpt"
+    with open(src, "wb") as f:
+        pickle.dump(blobs, f)
+    out = subprocess.run([sys.executable, "tools/convert_detectron2.py", f"--src={src}", f"--dst={dst}"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ImageNet backbone only" in out.stdout
+    load_pretrained(net, str(dst), log=lambda *_: None)
+    values = {p.name: p.asnumpy() for p in net.get_parameters()}
+    for c2, ours in expected.items():
+        np.testing.assert_array_equal(values[ours], blobs[c2])
+    assert (values["backbone.bn1.moving_variance"] == 1).all()
+
+    blobs["res2_0_branch2d_w"] = np.zeros((1,), np.float32)
+    with open(src, "wb") as f:
+        pickle.dump(blobs, f)
+    with pytest.raises(ConversionError, match="unrecognised Caffe2 blob 'res2_0_branch2d_w'"):
+        convert_state_dict(read_detectron2_weights(str(src)))

@@ -1,4 +1,4 @@
-"""Convert a detectron2 PointRend checkpoint into a MindSpore checkpoint for this network.
+"""Convert a detectron2 PointRend checkpoint (or its ImageNet backbone) into a MindSpore checkpoint.
 
     python tools/convert_detectron2.py --src model_final_88c6f8.pkl --dst pointrend_r50_coco.ckpt [--num_classes N]
 
@@ -7,8 +7,10 @@ The result loads into the network built from ``configs/detectron2_pointrend_r50_
 ``.pkl`` files (detectron2's published model files) need no torch; ``.pth`` files need torch.
 R50 and R101 (``--resnet_block=[3,4,23,3]``) backbones convert alike. With ``--num_classes``
 other than the source's (80 COCO classes + background = 81) the class-specific layers are left to
-the network's initialiser, for fine-tuning on another data set. Anything not recognised stops the
-conversion with one line naming the key; the output file is written atomically.
+the network's initialiser, for fine-tuning on another data set. detectron2's ImageNet backbones in
+Caffe2 naming (``R-50.pkl``, what its COCO recipes start from) give a backbone-only checkpoint for
+``train.py --pre_trained`` (the FPN and heads start from the initialiser). Anything not recognised
+stops the conversion with one line naming the key; the output file is written atomically.
 """
 import argparse
 import os
@@ -35,7 +37,10 @@ def convert(src, dst, num_classes=None, log=print):
         f"left to the network's initialiser")
     for name in report["reinitialised"]:
         log(f"  re-initialised: {name}")
-    log(f"classes: source {report['source_classes']} + background, target num_classes {report['num_classes']}")
+    if report["backbone_only"]:
+        log("ImageNet backbone only (Caffe2 names): the FPN and the heads are left to the network's initialiser")
+    else:
+        log(f"classes: source {report['source_classes']} + background, target num_classes {report['num_classes']}")
     log(f"wrote {os.path.abspath(dst)}")
     return report
 
