@@ -234,15 +234,20 @@ def run_stages(report, out_dir, device_target):
     def failed(name, seconds):
         report.stage(name, "FAIL", f"({seconds:.0f} s) {_last_error(log(name))}  [log: {log(name)}]")
 
-    ok, sec = _run([py, "-m", "src.demo.toy_data", "--out", data, "--train", str(TRAIN_IMAGES), "--val",
-                    str(VAL_IMAGES), "--seed", "1"], log("data"))
-    report.stage("data", "PASS", f"({sec:.0f} s) toy data in {data}") if ok else failed("data", sec)
-    if not ok:
+    def simple_stage(name, cmd, detail):
+        ok, sec = _run(cmd, log(name))
+        if ok:
+            report.stage(name, "PASS", f"({sec:.0f} s) {detail}")
+        else:
+            failed(name, sec)
+        return ok
+
+    if not simple_stage("data", [py, "-m", "src.demo.toy_data", "--out", data, "--train", str(TRAIN_IMAGES),
+                                 "--val", str(VAL_IMAGES), "--seed", "1"], f"toy data in {data}"):
         return
-    ok, sec = _run([py, "train.py", *common, "--only_create_dataset=True",
-                    f"--save_checkpoint_path={os.path.join(out_dir, 'convert')}"], log("convert"))
-    report.stage("convert", "PASS", f"({sec:.0f} s) MindRecord in {mindrecord}") if ok else failed("convert", sec)
-    if not ok:
+    if not simple_stage("convert", [py, "train.py", *common, "--only_create_dataset=True",
+                                    f"--save_checkpoint_path={os.path.join(out_dir, 'convert')}"],
+                        f"MindRecord in {mindrecord}"):
         return
 
     runs = {"train_fp32": [], "train_amp": ["--amp_level=O1", "--amp_dtype=float16", "--loss_scale_type=dynamic",
