@@ -73,7 +73,8 @@ def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, w
         net.set_train(True)
         opt = nn.Momentum(split_decay_groups(net.trainable_params(), 1e-4, False), learning_rate=0.001, momentum=0.9)
         apply_mixed_precision(net, amp_level, "float16")
-        step = TrainOneStepCell(WithLossCell(net, cfg), opt, loss_scale=1024.0, dynamic_scale=amp_level != "O0")
+        amp = amp_level != "O0"  # float16 gradients need a loss scale; float32 steps run as before
+        step = TrainOneStepCell(WithLossCell(net, cfg), opt, loss_scale=1024.0 if amp else 1.0, dynamic_scale=amp)
         step.set_train(True)
         inputs = [ms.Tensor(data[k]) for k in ("img", "img_metas", "gt_bboxes", "gt_labels", "gt_valids", "gt_masks")]
         call = lambda: step(*inputs)[0].asnumpy()  # noqa: E731
