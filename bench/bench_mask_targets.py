@@ -56,12 +56,11 @@ def bilinear(mask, xs, ys):
 def crop_labels(mask, box, size, xs, ys):
     """The network's labels: S x S crop of the box, then gt_mask_at_points at the points."""
     import mindspore as ms
-    from src.dataset.transforms import sample_mask_grid
+    from pycocotools import mask as mask_utils
+    from src.dataset.transforms import Geometry, mask_crops
     from src.maskrcnn.mask_targets import gt_mask_at_points
-    x1, y1, x2, y2 = box
-    cx = x1 + (np.arange(size) + 0.5) * (x2 - x1) / size
-    cy = y1 + (np.arange(size) + 0.5) * (y2 - y1) / size
-    crop = sample_mask_grid(mask, cx, cy).astype(np.float32)
+    crop = mask_crops([mask_utils.encode(np.asfortranarray(mask))], np.array([box], np.float32),
+                      Geometry(1.0, 1.0), size)[0]
     points = np.stack([xs, ys], 1)[None].astype(np.float32)
     out = gt_mask_at_points(ms.Tensor(crop[None]), ms.Tensor(np.array([box], np.float32)), ms.Tensor(points))
     return out.asnumpy()[0]

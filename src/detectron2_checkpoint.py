@@ -155,8 +155,9 @@ def convert_caffe2_backbone(state):
                                   "a ResNet backbone weight")
         params[ours] = np.ascontiguousarray(state[name], np.float32)
         if ours.endswith(".gamma"):  # AffineChannel: no statistics, FrozenBatchNorm2d loads 0 and 1
-            params[ours[:-len("gamma")] + "moving_mean"] = np.zeros_like(params[ours])
-            params[ours[:-len("gamma")] + "moving_variance"] = np.ones_like(params[ours])
+            norm = ours[:-len("gamma")]
+            params[norm + "moving_mean"] = np.zeros_like(params[ours])
+            params[norm + "moving_variance"] = np.ones_like(params[ours])
     return params, ignored
 
 

@@ -12,23 +12,12 @@ import pytest
 import mindspore as ms
 from pycocotools import mask as mask_utils
 
+from bench.bench_mask_targets import bilinear as full_bilinear  # detectron2's point_sample, from its definition
 from src.dataset.transforms import Geometry, mask_crops
 from src.layers.point_sample import regular_grid_points
 from src.maskrcnn.mask_targets import gt_mask_at_points, grid_mask_targets
 
 H, W, S = 48, 64, 24
-
-
-def full_bilinear(mask, xs, ys):
-    """detectron2's point_sample of a bitmask (align_corners=False, zero padding) at pixel
-    coordinates: pixel (i, j) holds its value at (j + 0.5, i + 0.5)."""
-    padded = np.pad(mask.astype(np.float64), 1)
-    px, py = np.asarray(xs) - 0.5 + 1, np.asarray(ys) - 0.5 + 1
-    x0, y0 = np.floor(px).astype(int), np.floor(py).astype(int)
-    fx, fy = px - x0, py - y0
-    x0, y0 = np.clip(x0, 0, padded.shape[1] - 2), np.clip(y0, 0, padded.shape[0] - 2)
-    return ((1 - fy) * ((1 - fx) * padded[y0, x0] + fx * padded[y0, x0 + 1])
-            + fy * ((1 - fx) * padded[y0 + 1, x0] + fx * padded[y0 + 1, x0 + 1]))
 
 
 def scene():

@@ -1,17 +1,12 @@
 """RPN anchor assignment (stage 1) against numpy assigners written from their definitions: the model
 zoo's MaxIoU assigner and detectron2's Matcher with low-quality matches (the preset)."""
-import os
-
 import numpy as np
 import mindspore as ms
 
 from src.maskrcnn.bbox_assign_sample import BboxAssignSample
 from src.layers.box_utils import encode_deltas
-from src.config import load_config
 from src.demo.synthetic_batch import small_config
-
-PRESET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                      "detectron2_pointrend_r50_fpn.yaml")
+from test_detectron2_recipe import preset as load_preset
 
 
 def numpy_iou(a, b):
@@ -95,7 +90,7 @@ def test_rpn_low_quality_matches_of_the_detectron2_preset():
     anchors = np.concatenate([handmade, random]).astype(np.float32)
     gts = np.array([[[0, 0, 20, 10], [0, 0, 24, 24], [50, 50, 80, 70], [0, 0, 1, 1]]], np.float32)
     valid = np.array([[True, True, True, False]])
-    preset = load_config([f"--config_path={PRESET}", "--device_target=CPU"])
+    preset = load_preset()
     modes = {"detectron2": {"min_pos_iou": preset.min_pos_iou, "rpn_low_quality_match": preset.rpn_low_quality_match},
              "modelzoo": {"min_pos_iou": 0.0, "rpn_low_quality_match": "modelzoo"}}
     targets = {}

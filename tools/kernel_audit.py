@@ -42,16 +42,16 @@ from concurrent.futures import ThreadPoolExecutor
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRAPHS = ("train/pointrend", "infer/pointrend", "train/standard", "infer/standard", "train/detectron2",
           "infer/detectron2", "train/amp")
+PRESET = os.path.join(ROOT, "configs", "detectron2_pointrend_r50_fpn.yaml")
 # graph variant -> config overrides: the two mask heads, and PointRend with the switches of
 # configs/detectron2_pointrend_r50_fpn.yaml (anchors, box coder, aligned adaptive RoIAlign, ...)
 VARIANTS = {
     "pointrend": {"mask_head": "pointrend"},
     "standard": {"mask_head": "standard"},
     # the preset file itself, at the small sizes that small_config sets on top of it
-    "detectron2": {"config_path": os.path.join(ROOT, "configs", "detectron2_pointrend_r50_fpn.yaml")},
+    "detectron2": {"config_path": PRESET},
     # the preset's train graph in mixed precision (O2 holds O1's autocast and adds the float16 backbone)
-    "amp": {"config_path": os.path.join(ROOT, "configs", "detectron2_pointrend_r50_fpn.yaml"), "amp_level": "O2",
-            "amp_dtype": "float16"},
+    "amp": {"config_path": PRESET, "amp_level": "O2", "amp_dtype": "float16"},
 }
 
 # The primitives that may take float16 / bfloat16 inputs under mixed precision: the layers' own
