@@ -76,8 +76,8 @@ def main():
         results.append(f"conversion, {workers} worker(s): {rate:.0f} images/s ({rate / workers:.0f} per worker), "
                        f"MindRecord / JPEG bytes = {ratio:.3f}")
     train_rate = bench_pipeline(cfg, path, True, cfg.batch_size, args.batches, 2)
-    results.append(f"training pipeline {cfg.img_height}x{cfg.img_width}, G={cfg.max_instance_count}, "
-                   f"S={cfg.gt_mask_size}, batch {cfg.batch_size}, 2 workers: {train_rate:.1f} images/s")
+    results.append(f"training pipeline {cfg.img_height}x{cfg.img_width}, G={cfg.max_instance_count} packed masks, "
+                   f"batch {cfg.batch_size}, 2 workers: {train_rate:.1f} images/s")
     eval_rate = bench_pipeline(cfg, path, False, 1, args.batches * cfg.batch_size, 2)
     results.append(f"evaluation pipeline {cfg.img_height}x{cfg.img_width}, batch 1, 2 workers: "
                    f"{eval_rate:.1f} images/s")

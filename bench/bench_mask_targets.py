@@ -1,19 +1,19 @@
-"""How far the point labels from S x S GT crops are from the full-resolution mask (gt_mask_size).
+"""Mask targets: how far the capped adaptive sampling of the coarse targets is from detectron2's, and
+what the packed GT masks cost per step.
 
-    python -m bench.bench_mask_targets [--sizes 28 56 112 224] [--sides 32 64 128 256 512 800]
+    python -m bench.bench_mask_targets [--caps 2 4 8 16 32] [--sides 32 64 128 256 512 800]
 
-The network gets each GT mask as an S x S crop of its box (``dataset.transforms.mask_crops``:
-bilinear samples of the full mask at the crop's cell centres) and reads point labels by bilinear
-sampling of that crop (``maskrcnn.mask_targets.gt_mask_at_points``). detectron2 samples the
-full-resolution bitmask itself. This measures the difference for objects whose box side is 32..800
-pixels: a chair-like shape (seat, back, four legs of width side / 40, at least 2 px: the thin parts
-that suffer first) and an ellipse, at uniformly drawn points of the box and at points within 2 px of
-the boundary (where PointRend puts most of its training points). Reported per (S, side): mean
-absolute label error and the share of labels on the other side of 0.5, both against the bilinear
-sample of the full mask at the same point. Memory of the crops per step:
-batch x max_instance_count x S^2 x 4 bytes.
+Point labels are exact (bilinear samples of the full-resolution bitmask, as detectron2). The 7 x 7
+coarse targets are detectron2's ``BitMasks.crop_and_resize``: an aligned RoIAlign of the bitmask
+with ceil(cell side) x ceil(cell side) samples per cell, thresholded at 0.5. Under fixed shapes the
+network caps that count at ``mask_target_max_samples``; this measures, per cap and box side, the share
+of target cells that differ from the uncapped definition (numpy below), for a chair-like shape
+(seat, back, four legs of width side / 40, at least 2 px: the thin parts that suffer first) and an
+ellipse, on RoIs jittered around the box like positive proposals. It also prints the bytes the
+packed masks take per step.
 """
 import argparse
+import math
 import os
 import sys
 
@@ -43,50 +43,88 @@ def ellipse(side):
 
 
 def bilinear(mask, xs, ys):
-    """Full-resolution labels, from the definition (detectron2's point_sample of the bitmask with
+    """Point labels from the definition (detectron2's point_sample of the bitmask with
     align_corners=False): pixel (i, j) holds its value at (j + 0.5, i + 0.5), zero outside."""
-    padded = np.pad(mask.astype(np.float64), 1)
-    px, py = xs - 0.5 + 1, ys - 0.5 + 1  # +1: the padding
-    x0, y0 = np.floor(px).astype(int), np.floor(py).astype(int)
+    h, w = mask.shape
+    px, py = np.asarray(xs, np.float64) - 0.5, np.asarray(ys, np.float64) - 0.5
+    x0, y0 = np.floor(px).astype(np.int64), np.floor(py).astype(np.int64)
     fx, fy = px - x0, py - y0
-    return ((1 - fy) * ((1 - fx) * padded[y0, x0] + fx * padded[y0, x0 + 1])
-            + fy * ((1 - fx) * padded[y0 + 1, x0] + fx * padded[y0 + 1, x0 + 1]))
+    out = np.zeros(px.shape, np.float64)
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            yi, xi = y0 + dy, x0 + dx
+            inside = (yi >= 0) & (yi < h) & (xi >= 0) & (xi < w)
+            out += np.where(inside, wy * wx * mask[np.clip(yi, 0, h - 1), np.clip(xi, 0, w - 1)], 0.0)
+    return out
 
 
-def crop_labels(mask, box, size, xs, ys):
-    """The network's labels: S x S crop of the box, then gt_mask_at_points at the points."""
+def roi_align_sample(mask, ys, xs):
+    """torchvision's roi_align bilinear_interpolate on a 2-D map at index-space positions: zero more
+    than one pixel outside, clamped onto the border within it."""
+    h, w = mask.shape
+    ys, xs = np.asarray(ys, np.float64), np.asarray(xs, np.float64)
+    outside = (ys < -1.0) | (ys > h) | (xs < -1.0) | (xs > w)
+    ys, xs = np.maximum(ys, 0.0), np.maximum(xs, 0.0)
+    y0, x0 = np.floor(ys).astype(np.int64), np.floor(xs).astype(np.int64)
+    at_y, at_x = y0 >= h - 1, x0 >= w - 1
+    y0, x0 = np.where(at_y, h - 1, y0), np.where(at_x, w - 1, x0)
+    ys, xs = np.where(at_y, y0, ys), np.where(at_x, x0, xs)
+    y1, x1 = np.where(at_y, y0, y0 + 1), np.where(at_x, x0, x0 + 1)
+    ly, lx = ys - y0, xs - x0
+    value = ((1 - ly) * (1 - lx) * mask[y0, x0] + (1 - ly) * lx * mask[y0, x1]
+             + ly * (1 - lx) * mask[y1, x0] + ly * lx * mask[y1, x1])
+    return np.where(outside, 0.0, value)
+
+
+def roi_align_cells(mask, box, side, cap=None, samples=None):
+    """Cell means of detectron2's ``BitMasks.crop_and_resize`` of one mask (its image is the mask's
+    size): aligned RoIAlign, spatial scale 1, sampling ratio 0 (ceil(cell side) samples per cell and
+    axis, at most ``cap`` if given), or ``samples`` per axis if given. Returns (side, side) float64."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    bin_h, bin_w = (y2 - y1) / side, (x2 - x1) / side
+    n_h, n_w = math.ceil(bin_h), math.ceil(bin_w)
+    if cap is not None:
+        n_h, n_w = min(max(n_h, 1), cap), min(max(n_w, 1), cap)
+    if samples is not None:
+        n_h = n_w = samples
+    if n_h == 0 or n_w == 0:
+        return np.zeros((side, side))
+    ys = y1 - 0.5 + (np.arange(side)[:, None] + (np.arange(n_h)[None, :] + 0.5) / n_h) * bin_h  # (side, n_h)
+    xs = x1 - 0.5 + (np.arange(side)[:, None] + (np.arange(n_w)[None, :] + 0.5) / n_w) * bin_w
+    samples = roi_align_sample(mask.astype(np.float64), ys.reshape(side, n_h, 1, 1), xs.reshape(1, 1, side, n_w))
+    return samples.mean(axis=(1, 3))
+
+
+def crop_and_resize(mask, box, side, cap=None, samples=None):
+    """``roi_align_cells`` thresholded at 0.5, as detectron2: (side, side) float64 in {0, 1}."""
+    return (roi_align_cells(mask, box, side, cap, samples) >= 0.5).astype(np.float64)
+
+
+def network_targets(mask, rois, side, cap):
+    """The network's coarse targets (``maskrcnn.mask_targets.roi_mask_targets``) of one mask."""
     import mindspore as ms
-    from pycocotools import mask as mask_utils
-    from src.dataset.transforms import Geometry, mask_crops
-    from src.maskrcnn.mask_targets import gt_mask_at_points
-    crop = mask_crops([mask_utils.encode(np.asfortranarray(mask))], np.array([box], np.float32),
-                      Geometry(1.0, 1.0), size)[0]
-    points = np.stack([xs, ys], 1)[None].astype(np.float32)
-    out = gt_mask_at_points(ms.Tensor(crop[None]), ms.Tensor(np.array([box], np.float32)), ms.Tensor(points))
-    return out.asnumpy()[0]
+    from src.dataset.transforms import pack_bitmasks
+    from src.maskrcnn.mask_targets import roi_mask_targets
+    h, w = mask.shape
+    k = len(rois)
+    out = roi_mask_targets(ms.Tensor(pack_bitmasks(mask[None])), ms.Tensor(np.zeros(k, np.int32)), (h, w),
+                           ms.Tensor(np.tile(np.array([[h, w]], np.float32), (k, 1))),
+                           ms.Tensor(np.asarray(rois, np.float32)), side, cap, True)
+    return out.asnumpy()
 
 
-def measure(shape, side, size, rng, n=4000):
-    """(mean |error|, flip share) at uniform points and at boundary points."""
-    import cv2
-    mask = shape(side)
-    box = (8.0, 8.0, 8.0 + side, 8.0 + side)
-    xs, ys = rng.uniform(box[0], box[2], n), rng.uniform(box[1], box[3], n)
-    inside = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
-    outside = cv2.distanceTransform(1 - mask, cv2.DIST_L2, 3)
-    # distance of each pixel to the other side (one of the two transforms is zero at every pixel)
-    near = (inside + outside)[ys.astype(int), xs.astype(int)] <= 2
-    full = bilinear(mask, xs, ys)
-    approx = crop_labels(mask, box, size, xs, ys)
-    err = np.abs(full - approx)
-    flip = (full >= 0.5) != (approx >= 0.5)
-    return err.mean(), flip.mean(), err[near].mean(), flip[near].mean()
+def jittered_rois(side, rng, n):
+    """n RoIs around the box [8, 8 + side)^2: corners moved by up to 10% of the side."""
+    box = np.array([8.0, 8.0, 8.0 + side, 8.0 + side])
+    return box + rng.uniform(-0.1, 0.1, size=(n, 4)) * side
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[28, 56, 112, 224])
+    parser.add_argument("--caps", type=int, nargs="+", default=[2, 4, 8, 16, 32])
     parser.add_argument("--sides", type=int, nargs="+", default=[32, 64, 128, 256, 512, 800])
+    parser.add_argument("--rois", type=int, default=16, help="jittered RoIs per shape and side")
+    parser.add_argument("--side", type=int, default=7, help="target side (7: PointRend's coarse head)")
     args = parser.parse_args()
     sys.path.insert(0, ROOT)
     from src.utils.runtime import cap_onednn_isa
@@ -94,19 +132,25 @@ def main():
     import mindspore as ms
     ms.set_context(mode=ms.PYNATIVE_MODE)
     ms.set_device("CPU")
-    print("label error of S x S GT crops against the full-resolution mask (bilinear, pixel centres at +0.5); "
-          "mean |error| / share of labels flipped across 0.5; uniform points of the box | points within 2 px "
-          "of the boundary")
+    from src.dataset.transforms import packed_mask_bytes
+    print(f"{args.side}x{args.side} coarse targets with at most CAP samples per cell side against detectron2's "
+          f"crop_and_resize (uncapped): share of cells that differ, {args.rois} jittered RoIs per box")
     for shape in (chair, ellipse):
         print(f"\n{shape.__name__}")
-        print("S \\ box side " + "".join(f"{s:>24d}" for s in args.sides))
-        for size in args.sizes:
-            rng = np.random.default_rng(0)
+        print("cap \\ box side" + "".join(f"{s:>9d}" for s in args.sides))
+        for cap in args.caps:
             cells = []
             for side in args.sides:
-                err, flip, err_b, flip_b = measure(shape, side, size, rng)
-                cells.append(f"{err:.3f}/{flip:.3f} | {err_b:.2f}/{flip_b:.2f}")
-            print(f"{size:<13d}" + "".join(f"{c:>24s}" for c in cells), flush=True)
+                rng = np.random.default_rng(side)
+                mask = shape(side)
+                rois = jittered_rois(side, rng, args.rois)
+                ours = network_targets(mask, rois, args.side, cap)
+                ref = np.stack([crop_and_resize(mask, roi, args.side) for roi in rois])
+                cells.append(f"{(ours != ref).mean():.4f}")
+            print(f"{cap:<14d}" + "".join(f"{c:>9s}" for c in cells), flush=True)
+    print("\npacked GT masks per step (max_instance_count x ceil(H W / 8) bytes per image):")
+    for h, w, g, b in ((768, 1280, 128, 2), (768, 1280, 128, 4), (800, 1344, 128, 2), (192, 256, 16, 2)):
+        print(f"  {h}x{w}, {g} instances, batch {b}: {b * g * packed_mask_bytes(h, w) / 2 ** 20:.1f} MiB")
 
 
 if __name__ == "__main__":

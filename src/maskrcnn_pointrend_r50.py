@@ -6,14 +6,14 @@ their masks. Both run in GRAPH_MODE with fixed shapes taken from the config.
 import numpy as np
 
 import mindspore as ms
-from mindspore import nn
+from mindspore import nn, ops
 
 from src.config import ConfigError
 from src.layers.box_utils import box_offset_of
 from src.layers.feature_table import LevelLayout, flatten_levels
 from src.layers.padding_mask import anchor_validity, padded_extent, padded_extent_masks
 from src.layers.roi_align import MultiLevelRoIAlign, rois_with_index
-from src.layers.tensor_utils import batch_index_of, gather_rows
+from src.layers.tensor_utils import batch_index_of
 from src.maskrcnn.anchor_generator import multi_level_anchors
 from src.maskrcnn.bbox_assign_sample_stage2 import BboxAssignSampleForRcnn
 from src.maskrcnn.box_postprocess import DetectionPostprocess
@@ -38,7 +38,8 @@ class MaskRcnnPointRend(nn.Cell):
 
     Training inputs: img (B, 3, H, W) float32; img_metas (B, 4) = (h, w, scale_h, scale_w) of the
         resized image on the canvas; gt_bboxes (B, G, 4); gt_labels (B, G) int32 (1..num_classes-1);
-        gt_valids (B, G) bool; gt_masks (B, G, S, S) float32 crops of each mask inside its box.
+        gt_valids (B, G) bool; gt_masks (B, G, L) uint8 canvas masks packed 8 pixels per byte
+        (``dataset.transforms.pack_bitmasks``, L = ceil(H * W / 8)).
         Output: the six losses of ``LOSS_NAMES``.
     Inference inputs: img, img_metas. Output: boxes (B, D, 4), scores (B, D), labels (B, D) int32,
         valid (B, D) bool, masks (B, D, M, M) probabilities inside each box (M = 224 for PointRend,
@@ -93,6 +94,8 @@ class MaskRcnnPointRend(nn.Cell):
         self.num_pos_slots = min(cfg.num_expected_pos_stage2, slots)
         self.train_roi_index = batch_index_of(batch_size, slots)
         self.pos_roi_index = batch_index_of(batch_size, self.num_pos_slots)
+        # first row of each image's GT masks in the batch's (B * G, L) mask table
+        self.gt_mask_offset = ms.Tensor(np.arange(batch_size, dtype=np.int32).reshape(-1, 1) * cfg.max_instance_count)
         self.test_roi_index = batch_index_of(batch_size, self.proposal_test.num_proposals)
         self.det_index = batch_index_of(batch_size, self.postprocess.max_per_img)
         self.freeze(cfg.freeze_at, cfg.train_heads_only, unused=[self.rcnn_mask] if use_pointrend else [])
@@ -156,11 +159,11 @@ class MaskRcnnPointRend(nn.Cell):
             pos_deltas = deltas.reshape(rois.shape[0], rois.shape[1], -1)[:, :n].reshape(-1, deltas.shape[1])
             pos_rois = refined_boxes(pos_rois, pos_deltas, pos_labels, self.num_classes, *self.box_coder)
         pos_weights = (pos_labels > 0).astype(ms.float32)
-        pos_gt_masks = gather_rows(gt_masks, gt_index[:, :n])
-        pos_gt_masks = pos_gt_masks.reshape((-1,) + pos_gt_masks.shape[2:])
-        pos_gt_boxes = gather_rows(gt_bboxes, gt_index[:, :n]).reshape(-1, 4)
+        pos_instance = (self.gt_mask_offset + gt_index[:, :n]).reshape(-1)
+        pos_image_hw = ops.gather(img_metas[:, :2], self.pos_roi_index, 0)
         loss_mask, loss_point = self.mask_branch.losses(table, pos_rois, self.pos_roi_index, pos_labels, pos_weights,
-                                                        pos_gt_masks, pos_gt_boxes)
+                                                        gt_masks.reshape(-1, gt_masks.shape[2]), pos_instance,
+                                                        pos_image_hw)
         return loss_rpn_cls, loss_rpn_reg, loss_cls, loss_reg, loss_mask, loss_point
 
     def detect(self, img, img_metas):

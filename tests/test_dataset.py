@@ -11,12 +11,13 @@ from src.demo import toy_data
 from src.dataset import (DatasetError, ann_file_path, check_annotations_match, create_maskrcnn_dataset,
                          ensure_mindrecord, first_shard_path, label_to_category, load_class_map, resolve_num_classes)
 from src.dataset.mindrecord_writer import convert_coco_to_mindrecord
-from src.dataset.transforms import TrainTransform
+from src.dataset.transforms import TrainTransform, packed_mask_bytes
 from src.config import ConfigError, config_from_dict
+from test_mask_targets import source_index
 
 MEAN = np.array([123.675, 116.28, 103.53], np.float32)
 STD = np.array([58.395, 57.12, 57.375], np.float32)
-SMALL = {"img_height": 128, "img_width": 160, "max_instance_count": 8, "gt_mask_size": 28, "num_classes": 0,
+SMALL = {"img_height": 128, "img_width": 160, "max_instance_count": 8, "num_classes": 0,
          "expand_ratio": 0.0, "flip_ratio": 0.0}
 
 
@@ -61,17 +62,9 @@ def expected_instances(coco, image_id, class_map, new_hw, flip):
     return boxes, labels, crowd, [coco.annToMask(a) for a in anns]
 
 
-def remap_crop(full_mask, box, size, scale_x, scale_y, flip_width):
-    """Independent crop: cv2.remap of the full-resolution mask at the crop cell centres."""
-    cells = (np.arange(size) + 0.5) / size
-    xs = box[0] + cells * (box[2] - box[0])
-    ys = box[1] + cells * (box[3] - box[1])
-    if flip_width is not None:
-        xs = flip_width - xs
-    map_x = np.tile((xs / scale_x - 0.5)[None, :], (size, 1)).astype(np.float32)
-    map_y = np.tile((ys / scale_y - 0.5)[:, None], (1, size)).astype(np.float32)
-    return cv2.remap(full_mask.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+def unpack(packed, canvas_h, canvas_w):
+    """(G, L) packed GT masks -> (G, canvas_h, canvas_w) uint8."""
+    return np.unpackbits(packed, axis=-1)[..., :canvas_h * canvas_w].reshape(packed.shape[:-1] + (canvas_h, canvas_w))
 
 
 def check_sample(sample, toy, class_map, cfg, flip):
@@ -95,23 +88,18 @@ def check_sample(sample, toy, class_map, cfg, flip):
     np.testing.assert_array_equal(sample["gt_labels"][n:], 0)
     np.testing.assert_array_equal(sample["gt_valids"][:n], ~crowd)
     assert not sample["gt_valids"][n:].any() and not sample["gt_bboxes"][n:].any()
+    canvas = unpack(sample["gt_masks"], cfg.img_height, cfg.img_width)
+    assert not canvas[n:].any() and not canvas[:, h:].any() and not canvas[:, :, w:].any()
+    # each canvas pixel holds the pycocotools mask's pixel under its centre (integer arithmetic)
+    cols, col_tie = source_index(np.arange(w), info["width"], w, 0, flip)
+    rows, row_tie = source_index(np.arange(h), info["height"], h, 0, False)
+    decided = ~row_tie[:, None] & ~col_tie[None, :]
     for k in range(n):
-        crop = sample["gt_masks"][k]
         if crowd[k]:
-            assert not crop.any()
+            assert not canvas[k].any()
             continue
-        reference = remap_crop(masks[k], boxes[k], cfg.gt_mask_size, scale_x, scale_y, w if flip else None)
-        assert np.abs(crop - reference).max() < 0.05  # cv2.remap weights are quantised to 1/32
-        # nearest sample of the pycocotools mask at each cell centre: differs only on the boundary
-        cells = (np.arange(cfg.gt_mask_size) + 0.5) / cfg.gt_mask_size
-        xs = boxes[k][0] + cells * (boxes[k][2] - boxes[k][0])
-        ys = boxes[k][1] + cells * (boxes[k][3] - boxes[k][1])
-        if flip:
-            xs = w - xs
-        cols = np.clip(np.floor(xs / scale_x).astype(int), 0, info["width"] - 1)
-        rows = np.clip(np.floor(ys / scale_y).astype(int), 0, info["height"] - 1)
-        nearest = masks[k][np.ix_(rows, cols)]
-        assert ((crop >= 0.5) != nearest.astype(bool)).mean() < 0.08
+        np.testing.assert_array_equal(canvas[k, :h, :w][decided], masks[k][np.ix_(rows, cols)][decided])
+        assert canvas[k].any()
     # the image: resized source, flipped, normalised RGB, zero padding
     source = cv2.imread(os.path.join(toy["root"], "train2017", info["file_name"]))
     resized = cv2.resize(source, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -135,7 +123,7 @@ def test_train_pipeline_matches_source(toy, flip):
         assert batch["gt_bboxes"].shape == (2, 8, 4) and batch["gt_bboxes"].dtype == np.float32
         assert batch["gt_labels"].shape == (2, 8) and batch["gt_labels"].dtype == np.int32
         assert batch["gt_valids"].shape == (2, 8) and batch["gt_valids"].dtype == np.bool_
-        assert batch["gt_masks"].shape == (2, 8, 28, 28) and batch["gt_masks"].dtype == np.float32
+        assert batch["gt_masks"].shape == (2, 8, packed_mask_bytes(128, 160)) and batch["gt_masks"].dtype == np.uint8
         for i in range(2):
             seen.append(check_sample({k: v[i] for k, v in batch.items()}, toy, class_map, cfg, flip))
     with_objects = [i for i in toy["coco_train"].imgs
@@ -159,7 +147,8 @@ def test_flip_moves_boxes_masks_and_image_together(toy):
     np.testing.assert_allclose(flipped[2][:n, [0, 2]], w - plain[2][:n, [2, 0]], atol=1e-4)
     np.testing.assert_array_equal(flipped[2][:n, [1, 3]], plain[2][:n, [1, 3]])
     np.testing.assert_array_equal(flipped[3], plain[3])
-    np.testing.assert_allclose(flipped[5], plain[5][:, :, ::-1], atol=1e-5)
+    np.testing.assert_array_equal(unpack(flipped[5], 128, 160)[:, :h, :w], unpack(plain[5], 128, 160)[:, :h, ::-1][:, :, -w:])
+    assert plain[5].any()
     np.testing.assert_allclose(flipped[0][:, :h, :w], plain[0][:, :h, ::-1][:, :, -w:], atol=1e-6)
 
 
@@ -184,9 +173,13 @@ def test_expand_keeps_boxes_masks_and_image_consistent(toy):
             assert 0 <= box[0] < box[2] <= w + 1e-3 and 0 <= box[1] < box[3] <= h + 1e-3
             np.testing.assert_allclose(box[2] - box[0], ann["bbox"][2] * scale_x, rtol=1e-4)
             if valids[k]:
-                # mask area carried by the crop = mask area x scale (up to the boundary)
-                crop_area = masks[k].mean() * (box[2] - box[0]) * (box[3] - box[1])
-                assert abs(crop_area - ann["area"] * scale_x * scale_y) < 0.08 * ann["area"] * scale_x * scale_y + 4
+                # canvas mask: area = mask area x scale (up to the boundary), inside the box
+                canvas = unpack(masks[k], cfg.img_height, cfg.img_width)
+                area = int(canvas.sum())
+                assert abs(area - ann["area"] * scale_x * scale_y) < 0.08 * ann["area"] * scale_x * scale_y + 4
+                ys, xs = np.nonzero(canvas)
+                assert box[0] - 1 <= xs.min() and xs.max() + 1 <= box[2] + 1
+                assert box[1] - 1 <= ys.min() and ys.max() + 1 <= box[3] + 1
         # the expand canvas is mean-coloured: ~0 after normalisation, and the padding exactly 0
         assert not img[:, h:, :].any() and not img[:, :, w:].any()
     assert 0 < expanded < len(rows)
@@ -260,12 +253,12 @@ def test_pipeline_keeps_the_largest_instances_when_g_is_smaller(toy):
     args = [row[k] for k in ("image", "num_instances", "boxes", "labels", "iscrowd", "mask_lengths", "masks")]
     full = TrainTransform(small_config(toy["root"], toy["dir"]))(*args)
     trimmed = TrainTransform(small_config(toy["root"], toy["dir"], max_instance_count=2))(*args)
-    assert trimmed[2].shape == (2, 4) and trimmed[5].shape == (2, 28, 28) and trimmed[4].all()
+    assert trimmed[2].shape == (2, 4) and trimmed[5].shape == (2, packed_mask_bytes(128, 160)) and trimmed[4].all()
     valid = np.flatnonzero(full[4][:n])
-    areas = full[5][valid].mean(axis=(1, 2)) * np.prod(full[2][valid, 2:] - full[2][valid, :2], axis=1)
+    areas = unpack(full[5][valid], 128, 160).sum(axis=(1, 2))
     largest = sorted(valid[np.argsort(-areas)[:2]])
     np.testing.assert_allclose(trimmed[2], full[2][largest], atol=1e-6)
-    np.testing.assert_allclose(trimmed[5], full[5][largest], atol=1e-6)
+    np.testing.assert_array_equal(trimmed[5], full[5][largest])
 
 
 def test_stretch_resize_without_keep_ratio(toy):

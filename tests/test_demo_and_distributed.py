@@ -9,7 +9,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SMALL_NET = ["--img_height=128", "--img_width=160", "--resnet_block=[1,1,1,1]", "--max_instance_count=8",
-             "--gt_mask_size=28", "--rpn_proposal_nms_pre=200", "--rpn_proposal_max_num=200",
+             "--rpn_proposal_nms_pre=200", "--rpn_proposal_max_num=200",
              "--rpn_nms_pre=100", "--rpn_max_num=100",
              "--num_expected_pos_stage2=16", "--num_expected_neg_stage2=48", "--num_expected_total_stage2=64",
              "--test_nms_pre=200", "--test_max_per_img=10", "--epoch_size=1", "--total_epoch=1", "--log_interval=1"]

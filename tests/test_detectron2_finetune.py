@@ -27,7 +27,7 @@ def test_converted_checkpoint_fine_tunes_with_other_classes(tmp_path):
     ref = load_reference(REFERENCE_NPZ)
     small = {k: v for k, v in SMALL.items() if k.startswith(("rpn_", "num_expected", "test_", "max_instance"))}
     overrides = [("num_classes", 3), ("coco_classes", "[background, a, b]"), ("img_height", 128),
-                 ("img_width", 192), ("batch_size", 1), ("gt_mask_size", 28)] + list(small.items())
+                 ("img_width", 192), ("batch_size", 1)] + list(small.items())
     cfg = reference_config(ref, overrides)
     net = MaskRcnnPointRend(cfg, cfg.batch_size)
     loaded = load_pretrained(net, ckpt, log=lambda *_: None)

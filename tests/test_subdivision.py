@@ -11,6 +11,7 @@ import mindspore as ms
 from mindspore import nn
 from mindspore.ops import ResizeBilinearV2
 
+from src.dataset.transforms import packed_mask_bytes
 from src.layers.feature_table import LevelLayout, flatten_levels
 from src.pointrend.mask_branch import PointRendMaskBranch
 from src.demo.synthetic_batch import small_config
@@ -141,9 +142,10 @@ def test_training_points_lie_in_the_box_uncertain_first_then_uniform():
     branch = PointRendMaskBranch(cfg, layout, coarse_head, point_head)
     r = 48
     rois = ms.Tensor(np.repeat(BOX, r, 0))
-    s = cfg.gt_mask_size
+    no_masks = ms.Tensor(np.zeros((1, packed_mask_bytes(IMG, IMG)), np.uint8))
     branch.losses(table, rois, ms.Tensor(np.zeros(r, np.int32)), ms.Tensor(np.full(r, PREDICTED_CLASS, np.int32)),
-                  ms.Tensor(np.ones(r, np.float32)), ms.Tensor(np.zeros((r, s, s), np.float32)), rois)
+                  ms.Tensor(np.ones(r, np.float32)), no_masks, ms.Tensor(np.zeros(r, np.int32)),
+                  ms.Tensor(np.full((r, 2), IMG, np.float32)))
     pos = point_head.positions
     assert pos.shape == (r, 2, cfg.train_num_points)
     u = (pos[:, 0] - BOX[0, 0]) / (BOX[0, 2] - BOX[0, 0])

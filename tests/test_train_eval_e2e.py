@@ -12,7 +12,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TINY = ["--device_target=CPU", "--img_height=128", "--img_width=160", "--resnet_block=[1,1,1,1]",
-        "--backbone_norm=bn", "--freeze_at=0", "--num_classes=0", "--max_instance_count=8", "--gt_mask_size=28",
+        "--backbone_norm=bn", "--freeze_at=0", "--num_classes=0", "--max_instance_count=8",
         "--rpn_proposal_nms_pre=200", "--rpn_proposal_max_num=200",
         "--rpn_nms_pre=100", "--rpn_max_num=100", "--num_expected_pos_stage2=16",
         "--num_expected_neg_stage2=48", "--num_expected_total_stage2=64", "--test_nms_pre=200",

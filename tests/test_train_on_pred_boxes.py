@@ -1,5 +1,6 @@
 """train_on_pred_boxes: the mask branch trains on the box head's boxes for each positive's GT class,
-decoded as detectron2's Box2BoxTransform does (numpy below), without gradient."""
+decoded as detectron2's Box2BoxTransform does (numpy below), without gradient; and each positive's
+own GT mask and image size for its targets."""
 import numpy as np
 import mindspore as ms
 
@@ -19,7 +20,7 @@ def decode_numpy(boxes, deltas, stds):
     return np.stack([px - pw / 2, py - ph / 2, px + pw / 2, py + ph / 2], 1)
 
 
-def test_mask_branch_gets_the_decoded_boxes_of_the_gt_class():
+def test_mask_branch_gets_the_decoded_boxes_of_the_gt_class_and_its_mask():
     ms.set_context(mode=ms.PYNATIVE_MODE)
     cfg = small_config(train_on_pred_boxes=True, box_convention="detectron2")
     ms.set_seed(0)
@@ -39,6 +40,7 @@ def test_mask_branch_gets_the_decoded_boxes_of_the_gt_class():
     net.rcnn_cls.construct = record("head", head)
     net.mask_branch.losses = record("mask", losses)
     batch = synthetic_batch(cfg, seed=2)
+    batch["img_metas"][1, :2] = (cfg.img_height - 20, cfg.img_width - 8)  # images of different sizes
     net(*[ms.Tensor(batch[k]) for k in TRAIN_KEYS])
     rois, labels = (seen["sample"][1][i].asnumpy() for i in (0, 1))
     deltas = seen["head"][1][1].asnumpy()
@@ -54,3 +56,12 @@ def test_mask_branch_gets_the_decoded_boxes_of_the_gt_class():
     assert positive.sum() >= 4
     np.testing.assert_allclose(fed[positive], want[positive], rtol=1e-4, atol=1e-3)
     assert not np.allclose(fed[positive], pos_rois[positive], atol=1e-2)  # they are not the RoIs themselves
+    # each positive's GT mask: its row in the batch's mask table is that image's GT of the sampler
+    gt_index = seen["sample"][1][4].asnumpy()[:, :n]
+    table, instance, image_hw = (seen["mask"][0][i].asnumpy() for i in (5, 6, 7))
+    unpacked = np.unpackbits(table, axis=1)[:, :cfg.img_height * cfg.img_width]
+    unpacked = unpacked.reshape(-1, cfg.img_height, cfg.img_width)
+    images = np.repeat(np.arange(b), n)
+    for k in np.flatnonzero(positive):
+        np.testing.assert_array_equal(unpacked[instance[k]], batch["full_masks"][images[k], gt_index.reshape(-1)[k]])
+        np.testing.assert_array_equal(image_hw[k], batch["img_metas"][images[k], :2])

@@ -36,7 +36,7 @@ MIN_DRIVER = {"11.1": (455, 23), "11.6": (510, 39)}  # NVIDIA's minimum driver p
 STEPS = 20
 # tiny network and data: the stages check the machinery, not accuracy
 TINY = ["--img_height=128", "--img_width=160", "--resnet_block=[1,1,1,1]", "--backbone_norm=gn", "--freeze_at=0",
-        "--num_classes=0", "--max_instance_count=8", "--gt_mask_size=28", "--rpn_proposal_nms_pre=200",
+        "--num_classes=0", "--max_instance_count=8", "--rpn_proposal_nms_pre=200",
         "--rpn_proposal_max_num=200", "--rpn_nms_pre=100", "--rpn_max_num=100", "--num_expected_pos_stage2=16",
         "--num_expected_neg_stage2=48", "--num_expected_total_stage2=64", "--test_nms_pre=200",
         "--test_max_per_img=10", "--test_score_thr=0.0", "--batch_size=2", "--test_batch_size=2",

@@ -1,7 +1,7 @@
 """The MindSpore input pipeline: MindRecord rows -> fixed-shape batches for the network.
 
 Training batches: img (B, 3, H, W) float32, img_metas (B, 4) float32, gt_bboxes (B, G, 4) float32,
-gt_labels (B, G) int32, gt_valids (B, G) bool, gt_masks (B, G, S, S) float32.
+gt_labels (B, G) int32, gt_valids (B, G) bool, gt_masks (B, G, L) uint8 (packed canvas masks).
 Evaluation batches: img, img_metas, image_id (B,) int32, orig_hw (B, 2) float32.
 See transforms.py for the meaning of each column.
 """
@@ -24,7 +24,7 @@ def create_maskrcnn_dataset(cfg, mindrecord_file, batch_size, is_training, rank_
     """A batched ``mindspore.dataset`` over one MindRecord conversion.
 
     Args:
-        cfg: the config (image size, augmentation, max_instance_count, gt_mask_size, seed, ...).
+        cfg: the config (image size, augmentation, max_instance_count, seed, ...).
         mindrecord_file: first shard (``ensure_mindrecord`` returns it).
         batch_size: images per batch; the last incomplete batch is dropped (fixed graph shapes).
         is_training: training columns, shuffling and augmentation; else evaluation columns, file order.

@@ -3,13 +3,12 @@
 Coordinates are continuous pixels: pixel column c covers [c, c + 1), so its centre is c + 0.5.
 Every geometric step (SSD-style expand, resize, horizontal flip) is axis-aligned, so the whole chain
 is one map per axis from original-image coordinates to canvas coordinates (``Geometry``). Boxes go
-through it forwards; GT mask crops are sampled from the original-resolution mask through its
-inverse, which is exact (no resampled full-image masks).
+through it forwards; GT masks are rasterised on the canvas through its inverse, straight from the
+original-resolution mask (``canvas_bitmasks``).
 
-The network's GT mask format: instance k travels as its canvas box (x1, y1, x2, y2) and an S x S
-crop; crop cell (i, j) covers the box-normalised square [j/S, (j+1)/S) x [i/S, (i+1)/S), and its
-value is the bilinear sample of the 0/1 mask at the cell centre
-(x1 + (j + 0.5) / S * (x2 - x1), y1 + (i + 0.5) / S * (y2 - y1)).
+The network's GT mask format: instance k travels as its canvas box and its canvas-sized 0/1 mask,
+packed 8 pixels per byte (``pack_bitmasks``): the full-resolution bitmask detectron2 samples point
+labels and coarse targets from, at 1/8 of the bytes of the model zoo's bool bitmaps.
 """
 import cv2
 import numpy as np
@@ -19,6 +18,7 @@ from src.dataset.image_records import select_instances
 
 EXPAND_MAX_RATIO = 4.0      # SSD zoom-out: the canvas side is U(1, 4) x the image side
 EXPAND_APPLY_PROB = 0.5     # of the tries (config expand_ratio), as in the model zoo
+MASKS_PER_PACK = 16         # instances rasterised on the canvas at once before packing
 
 
 def rescale_size(height, width, canvas_h, canvas_w, keep_ratio):
@@ -114,56 +114,41 @@ class Geometry:
         return np.asarray(ys, np.float64) / self.scale_y - self.offset_y
 
 
-def _axis_taps(coords, size):
-    """Bilinear taps along one axis for pixel-centre coordinates ``coords`` (pixel c at c + 0.5).
-
-    Returns (i0, i1, w0, w1): neighbouring indices (clamped) and weights, zero for taps outside
-    [0, size), i.e. the mask is zero outside the image.
-    """
-    pos = coords - 0.5
-    i0 = np.floor(pos).astype(np.int64)
-    frac = pos - i0
-    i1 = i0 + 1
-    w0 = np.where((i0 >= 0) & (i0 < size), 1.0 - frac, 0.0)
-    w1 = np.where((i1 >= 0) & (i1 < size), frac, 0.0)
-    return np.clip(i0, 0, size - 1), np.clip(i1, 0, size - 1), w0, w1
-
-
-def sample_mask_grid(mask, xs, ys):
-    """Bilinear samples of a 0/1 mask on the grid ys x xs (original-image continuous coordinates).
-
-    Args:
-        mask: (h, w) uint8. xs: (S,) x coordinates; ys: (T,) y coordinates.
-    Returns:
-        (T, S) float32; value at (i, j) = mask sampled at (xs[j], ys[i]).
-    """
-    h, w = mask.shape
-    x0, x1, wx0, wx1 = _axis_taps(xs, w)
-    y0, y1, wy0, wy1 = _axis_taps(ys, h)
-    top = mask[np.ix_(y0, x0)] * wx0 + mask[np.ix_(y0, x1)] * wx1
-    bottom = mask[np.ix_(y1, x0)] * wx0 + mask[np.ix_(y1, x1)] * wx1
-    return (top * wy0[:, None] + bottom * wy1[:, None]).astype(np.float32)
-
-
-def mask_crops(rles, canvas_boxes, geometry, size):
-    """S x S GT crops of instance masks (see the module docstring).
+def canvas_bitmasks(rles, geometry, new_h, new_w, canvas_h, canvas_w):
+    """Instance masks on the canvas, pixel by pixel: canvas pixel (r, c) takes the original-image
+    pixel under its centre (c + 0.5, r + 0.5) (nearest, as detectron2 resizes a bitmask), zero off
+    the image and beyond the resized image (new_h x new_w).
 
     Args:
         rles: n compressed COCO RLE dicts at the original image size.
-        canvas_boxes: (n, 4) the instances' boxes on the canvas.
         geometry: the Geometry that produced the canvas.
-        size: S.
     Returns:
-        (n, S, S) float32 in [0, 1].
+        (n, canvas_h, canvas_w) uint8 in {0, 1}.
     """
-    out = np.zeros((len(rles), size, size), np.float32)
-    cells = (np.arange(size, dtype=np.float64) + 0.5) / size
-    for k, (rle, box) in enumerate(zip(rles, canvas_boxes)):
-        x1, y1, x2, y2 = box.astype(np.float64)
-        xs = geometry.source_x(x1 + cells * (x2 - x1))
-        ys = geometry.source_y(y1 + cells * (y2 - y1))
-        out[k] = sample_mask_grid(mask_utils.decode(rle), xs, ys)
+    out = np.zeros((len(rles), canvas_h, canvas_w), np.uint8)
+    if not rles:
+        return out
+    masks = mask_utils.decode(rles)  # (h, w, n)
+    h, w = masks.shape[:2]
+    xs = np.floor(geometry.source_x(np.arange(new_w) + 0.5)).astype(np.int64)
+    ys = np.floor(geometry.source_y(np.arange(new_h) + 0.5)).astype(np.int64)
+    cols, rows = np.flatnonzero((xs >= 0) & (xs < w)), np.flatnonzero((ys >= 0) & (ys < h))
+    if len(cols) and len(rows):
+        picked = masks[np.ix_(ys[rows], xs[cols])]  # (rows, cols, n)
+        out[:, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = np.transpose(picked, (2, 0, 1))
     return out
+
+
+def pack_bitmasks(masks):
+    """(n, H, W) 0/1 masks -> (n, ceil(H * W / 8)) uint8: each mask's pixels in row-major order,
+    8 per byte, the first pixel in the highest bit (``np.packbits``); read by
+    ``maskrcnn.mask_targets.bitmask_samples``."""
+    return np.packbits(masks.reshape(len(masks), -1).astype(bool), axis=1)
+
+
+def packed_mask_bytes(height, width):
+    """Bytes per packed instance mask of a height x width canvas."""
+    return (height * width + 7) // 8
 
 
 def normalize_and_pad(image_bgr, canvas_h, canvas_w, mean, std, channel_order="RGB"):
@@ -225,13 +210,14 @@ class TrainTransform:
     Call with (image, num_instances, boxes, labels, iscrowd, mask_lengths, masks) columns; returns
         img (3, H, W) float32; img_metas (4,) float32 = (h, w, scale_h, scale_w), scale = canvas
         pixels per original-image pixel; gt_bboxes (G, 4) float32 canvas boxes; gt_labels (G,) int32
-        (0 = padding); gt_valids (G,) bool (real non-crowd instances); gt_masks (G, S, S) float32.
-    G = cfg.max_instance_count, S = cfg.gt_mask_size. Crowd instances keep their box and label but
-    are not valid and get no mask.
+        (0 = padding); gt_valids (G,) bool (real non-crowd instances); gt_masks (G, L) uint8 packed
+        canvas masks (``pack_bitmasks``, L = ceil(H * W / 8)).
+    G = cfg.max_instance_count. Crowd instances keep their box and label but are not valid and get
+    no mask.
 
     Args:
         cfg: the config (img_height, img_width, keep_ratio, flip_ratio, expand_ratio, img_mean, img_std,
-            max_instance_count, gt_mask_size).
+            max_instance_count).
         seed: seed of this transform's random generator.
     """
 
@@ -244,7 +230,6 @@ class TrainTransform:
         self.mean, self.std = tuple(cfg.img_mean), tuple(cfg.img_std)
         self.channel_order = cfg.img_format
         self.max_instances = cfg.max_instance_count
-        self.mask_size = cfg.gt_mask_size
         # numpy Generators lock internally, so the map's worker threads may share one.
         self.rng = np.random.default_rng(seed)
 
@@ -288,16 +273,20 @@ class TrainTransform:
             img = cv2.flip(img, 1)
         geometry = Geometry(new_w / ew, new_h / eh, offset_x, offset_y, new_w if flip else None)
 
-        g, s = self.max_instances, self.mask_size
+        g = self.max_instances
         gt_bboxes = np.zeros((g, 4), np.float32)
         gt_labels = np.zeros((g,), np.int32)
         gt_valids = np.zeros((g,), np.bool_)
-        gt_masks = np.zeros((g, s, s), np.float32)
+        gt_masks = np.zeros((g, packed_mask_bytes(self.canvas_h, self.canvas_w)), np.uint8)
         gt_bboxes[:n] = geometry.boxes(boxes)
         gt_labels[:n] = labels
         gt_valids[:n] = ~crowd
         valid = np.flatnonzero(~crowd)
-        gt_masks[valid] = mask_crops([rles[i] for i in valid], gt_bboxes[valid], geometry, s)
+        # a few instances at a time: their unpacked canvas masks are 8x the packed size
+        for start in range(0, len(valid), MASKS_PER_PACK):
+            part = valid[start:start + MASKS_PER_PACK]
+            gt_masks[part] = pack_bitmasks(canvas_bitmasks([rles[i] for i in part], geometry, new_h, new_w,
+                                                           self.canvas_h, self.canvas_w))
         metas = np.array([new_h, new_w, geometry.scale_y, geometry.scale_x], np.float32)
         return (normalize_and_pad(img, self.canvas_h, self.canvas_w, self.mean, self.std, self.channel_order), metas,
                 gt_bboxes, gt_labels, gt_valids, gt_masks)

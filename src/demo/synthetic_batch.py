@@ -3,10 +3,11 @@ import cv2
 import numpy as np
 
 from src.config import config_from_dict
+from src.dataset.transforms import pack_bitmasks
 
 SMALL = {
     "device_target": "CPU", "img_height": 128, "img_width": 128, "num_classes": 4, "batch_size": 2,
-    "test_batch_size": 2, "max_instance_count": 6, "gt_mask_size": 28,
+    "test_batch_size": 2, "max_instance_count": 6,
     "backbone_norm": "bn", "freeze_at": 1,
     "rpn_proposal_nms_pre": 300, "rpn_proposal_max_num": 300,
     "rpn_nms_pre": 200, "rpn_max_num": 200,
@@ -21,26 +22,19 @@ def small_config(**overrides):
     return config_from_dict(values)
 
 
-def crop_mask(mask, box, size):
-    """Crop a full-image binary mask to box (x1, y1, x2, y2) and resize to size x size (float)."""
-    x1, y1, x2, y2 = [int(round(v)) for v in box]
-    crop = mask[y1:y2, x1:x2].astype(np.float32)
-    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_LINEAR)
-
-
 def synthetic_batch(cfg, seed=0, num_objects=3):
     """A batch of images with bright ellipses / rectangles on noise.
 
-    Returns dict of numpy arrays: img, img_metas, gt_bboxes, gt_labels, gt_valids, gt_masks, and the
-    full-image masks ``full_masks`` (B, G, H, W) for reference checks.
+    Returns dict of numpy arrays: img, img_metas, gt_bboxes, gt_labels, gt_valids, gt_masks (packed, as
+    the input pipeline makes them), and the unpacked masks ``full_masks`` (B, G, H, W) uint8 for
+    reference checks.
     """
     rng = np.random.default_rng(seed)
-    b, h, w, g, s = cfg.batch_size, cfg.img_height, cfg.img_width, cfg.max_instance_count, cfg.gt_mask_size
+    b, h, w, g = cfg.batch_size, cfg.img_height, cfg.img_width, cfg.max_instance_count
     img = rng.normal(0, 0.3, size=(b, 3, h, w)).astype(np.float32)
     boxes = np.zeros((b, g, 4), np.float32)
     labels = np.zeros((b, g), np.int32)
     valids = np.zeros((b, g), bool)
-    crops = np.zeros((b, g, s, s), np.float32)
     full = np.zeros((b, g, h, w), np.uint8)
     for i in range(b):
         for j in range(num_objects):
@@ -57,9 +51,8 @@ def synthetic_batch(cfg, seed=0, num_objects=3):
             boxes[i, j] = box
             labels[i, j] = label
             valids[i, j] = True
-            crops[i, j] = crop_mask(m, box, s)
             full[i, j] = m
             img[i, :, m > 0] += np.array([1.5, -1.0, 0.5])[None, :] * (1 if label % 2 else -1) + label * 0.3
     metas = np.tile(np.array([[h, w, 1.0, 1.0]], np.float32), (b, 1))
     return {"img": img, "img_metas": metas, "gt_bboxes": boxes, "gt_labels": labels, "gt_valids": valids,
-            "gt_masks": crops, "full_masks": full}
+            "gt_masks": pack_bitmasks(full.reshape(b * g, h, w)).reshape(b, g, -1), "full_masks": full}

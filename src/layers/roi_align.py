@@ -24,6 +24,31 @@ def map_rois_to_levels(rois, finest_scale, num_levels, box_offset=1.0):
     return ops.cast(ops.clamp(level, 0.0, num_levels - 1.0), ms.int32)
 
 
+def bin_samples(start, length, out_size, sample_num, adaptive):
+    """RoIAlign's sample positions along one axis of each RoI: out_size bins of length / out_size,
+    sample s of a bin with n samples at (s + 0.5) / n of it.
+
+    Args:
+        start, length: (K,) RoI start and length in pixel index space of the sampled map.
+        sample_num: samples per bin (fixed), or at most that many (adaptive).
+        adaptive: detectron2's ``sampling_ratio`` 0: n = ceil(bin length) per RoI, capped at
+            ``sample_num``; unused slots get share 0, and a RoI of zero length has no samples.
+    Returns:
+        coords (K, out_size, sample_num) and shares (K, sample_num): each sample's weight in the mean
+        of its bin.
+    """
+    bin_len = (length / out_size).reshape(-1, 1, 1)
+    bins = ms.Tensor(np.arange(out_size, dtype=np.float32).reshape(1, out_size, 1))
+    steps = ms.Tensor(np.arange(sample_num, dtype=np.float32).reshape(1, 1, sample_num) + 0.5)
+    if not adaptive:
+        coords = start.reshape(-1, 1, 1) + bin_len * (bins + steps / sample_num)
+        return coords, ops.ones((start.shape[0], sample_num), ms.float32) / sample_num
+    count = ops.clamp(ops.ceil(bin_len), 1.0, float(sample_num))  # (K, 1, 1)
+    coords = start.reshape(-1, 1, 1) + bin_len * (bins + steps / count)
+    used = ops.cast(steps < count, ms.float32) * ops.cast(bin_len > 0.0, ms.float32)
+    return coords, (used / count).reshape(-1, sample_num)
+
+
 class MultiLevelRoIAlign(nn.Cell):
     """RoIAlign that pools each RoI from its own FPN level only.
 
@@ -63,12 +88,6 @@ class MultiLevelRoIAlign(nn.Cell):
         self.sample_num = max_sample_num if self.adaptive else sample_num
         self.finest_scale = float(finest_scale)
         self.aligned = aligned
-        # Offsets of the sample points inside a RoI, in units of the RoI side: sample position s of
-        # every bin in row s, (sample_num, out_size)
-        steps = (np.arange(out_size)[None, :] + (np.arange(sample_num)[:, None] + 0.5) / max(sample_num, 1)) / out_size
-        self.offsets = ms.Tensor(steps.astype(np.float32))
-        self.bins = ms.Tensor(np.arange(out_size, dtype=np.float32).reshape(1, out_size))
-        self.sample_steps = tuple(s + 0.5 for s in range(self.sample_num))
 
     def construct(self, table, rois, extents=None):
         """Pool RoI features.
@@ -109,12 +128,8 @@ class MultiLevelRoIAlign(nn.Cell):
             shape = (k, out, out)
             border = (ops.broadcast_to(extent[:, 0].reshape(per_roi), shape),
                       ops.broadcast_to(extent[:, 1].reshape(per_roi), shape))
-        if self.adaptive:
-            grid_y, share_y = self.adaptive_samples(y1, roi_h)
-            grid_x, share_x = self.adaptive_samples(x1, roi_w)
-        else:
-            grid_y, share_y = self.fixed_samples(y1, roi_h)
-            grid_x, share_x = self.fixed_samples(x1, roi_w)
+        grid_y, share_y = bin_samples(y1, roi_h, out, self.sample_num, self.adaptive)  # (K, out, S), (K, S)
+        grid_x, share_x = bin_samples(x1, roi_w, out, self.sample_num, self.adaptive)
         # With a fixed grid, all sample positions of a bin go into one weighted gather (4 neighbours
         # each): averaging a (K, out, S, out, S, C) tensor over its strided axes cost as much on CPU
         # as the look-ups. Adaptive grids are larger (up to max_sample_num^2 per bin), so their
@@ -122,13 +137,12 @@ class MultiLevelRoIAlign(nn.Cell):
         # gathered neighbours is never built.
         feats = None
         rows, weights = [], []
-        for ys, wy in zip(grid_y, share_y):
-            py = ops.broadcast_to(ops.expand_dims(ys, 2), (k, out, out))
-            for xs, wx in zip(grid_x, share_x):
-                px = ops.broadcast_to(ops.expand_dims(xs, 1), (k, out, out))
+        for sy in range(self.sample_num):
+            py = ops.broadcast_to(ops.expand_dims(grid_y[:, :, sy], 2), (k, out, out))
+            for sx in range(self.sample_num):
+                px = ops.broadcast_to(ops.expand_dims(grid_x[:, :, sx], 1), (k, out, out))
                 r, w = bilinear_corners(base, height, width, px, py, True, border)  # (K, out, out, 4)
-                share = wy * wx  # a number on a fixed grid, (K,) per RoI on an adaptive one
-                w = w * (share.reshape(-1, 1, 1, 1) if self.adaptive else share)
+                w = w * (share_y[:, sy] * share_x[:, sx]).reshape(-1, 1, 1, 1)
                 if self.adaptive:
                     part = weighted_gather(table, r, w)  # (K, out, out, C)
                     feats = part if feats is None else feats + part
@@ -138,31 +152,6 @@ class MultiLevelRoIAlign(nn.Cell):
         if not self.adaptive:
             feats = weighted_gather(table, ops.concat(rows, -1), ops.concat(weights, -1))  # (K, out, out, C)
         return ops.transpose(feats, (0, 3, 1, 2))
-
-    def fixed_samples(self, start, side):
-        """Sample coordinates along one axis with ``sample_num`` samples per bin.
-
-        Args: start, side: (K,) RoI start and length in feature pixels.
-        Returns: per sample index s, coordinates (K, out_size) of sample s of every bin, and its
-            share of the bin average (a number; ``adaptive_samples`` gives (K,) shares).
-        """
-        coords = [ops.expand_dims(start, 1) + ops.expand_dims(side, 1) * self.offsets[s]
-                  for s in range(self.sample_num)]
-        return coords, [1.0 / self.sample_num] * self.sample_num
-
-    def adaptive_samples(self, start, side):
-        """As ``fixed_samples`` with ceil(bin side) samples per bin (at most ``sample_num``); the
-        unused sample slots of a RoI get share 0, and a RoI of zero side has no samples (output 0)."""
-        bin_side = side / self.out_size
-        count = ops.clamp(ops.ceil(bin_side), 1.0, float(self.sample_num))  # (K,)
-        nonempty = ops.cast(bin_side > 0.0, ms.float32)
-        coords, shares = [], []
-        for step in self.sample_steps:
-            offset = ops.expand_dims(start, 1) + ops.expand_dims(bin_side, 1) * (self.bins + ops.expand_dims(
-                step / count, 1))
-            coords.append(offset)
-            shares.append(ops.cast(count > step, ms.float32) * nonempty / count)
-        return coords, shares
 
 
 def rois_with_index(batch_index, boxes):

@@ -6,11 +6,10 @@ picks one in ``__init__`` and calls ``losses`` / ``predict`` without knowing whi
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.layers.point_sample import regular_grid_points
 from src.layers.roi_align import MultiLevelRoIAlign, rois_with_index
 from src.layers.tensor_utils import select_class
 from src.maskrcnn.mask_loss import mask_rcnn_loss
-from src.maskrcnn.mask_targets import target_samples_per_cell
+from src.maskrcnn.mask_targets import roi_mask_targets, target_sampling
 
 
 class StandardMaskBranch(nn.Cell):
@@ -28,10 +27,10 @@ class StandardMaskBranch(nn.Cell):
                                             roi.mask_out_size, roi.sample_num, cfg.roi_align_finest_scale,
                                             roi.aligned, roi.max_sample_num)
         self.output_side = cfg.mask_shape[0]
-        self.target_sample_num = target_samples_per_cell(roi.sample_num)
-        self.target_grid = ms.Tensor(regular_grid_points(self.output_side * self.target_sample_num))
+        self.canvas_hw = (cfg.img_height, cfg.img_width)
+        self.target_sampling = target_sampling(cfg)
 
-    def losses(self, table, rois, batch_index, labels, weights, gt_masks, gt_boxes):
+    def losses(self, table, rois, batch_index, labels, weights, gt_masks, instance, image_hw):
         """Mask loss on the positive RoIs (arguments as ``PointRendMaskBranch.losses``).
 
         Returns:
@@ -39,8 +38,9 @@ class StandardMaskBranch(nn.Cell):
         """
         head, = self.heads
         logits = head(self.roi_align(table, rois_with_index(batch_index, rois)))
-        loss = mask_rcnn_loss(logits, labels, weights, gt_masks, gt_boxes, rois, self.target_grid,
-                              self.output_side, self.target_sample_num)
+        targets = roi_mask_targets(gt_masks, instance, self.canvas_hw, image_hw, rois, self.output_side,
+                                   *self.target_sampling)
+        loss = mask_rcnn_loss(logits, labels, weights, targets)
         return loss, ops.zeros((), ms.float32)
 
     def predict(self, table, boxes, batch_index, classes):

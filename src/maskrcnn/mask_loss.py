@@ -3,7 +3,6 @@
 from mindspore import ops
 
 from src.layers.tensor_utils import select_class
-from src.maskrcnn.mask_targets import grid_mask_targets
 
 
 def masked_bce_loss(logits, targets, weights):
@@ -20,15 +19,13 @@ def masked_bce_loss(logits, targets, weights):
     return (per_roi * weights).sum() / ops.maximum(weights.sum(), 1.0)
 
 
-def mask_rcnn_loss(logits, labels, weights, gt_masks, gt_boxes, rois, target_grid, side, sample_num):
-    """Mask R-CNN loss of the GT-class channel against side x side binary targets.
+def mask_rcnn_loss(logits, labels, weights, targets):
+    """Mask R-CNN loss of the GT-class channel against binary grid targets.
 
     Args:
         logits: (R, C, side, side); labels: (R,) int32; weights: (R,) float32;
-        gt_masks: (R, S, S) GT crops; gt_boxes: (R, 4); rois: (R, 4);
-        target_grid: box-normalised sample points (``regular_grid_points(side * sample_num)``).
+        targets: (R, side, side) in {0, 1} (``mask_targets.roi_mask_targets``).
     Returns:
         scalar loss.
     """
-    targets = grid_mask_targets(gt_masks, gt_boxes, rois, target_grid, side, sample_num)
     return masked_bce_loss(select_class(logits, labels), targets, weights)

@@ -10,7 +10,7 @@ from src.layers.feature_table import LevelLayout
 from src.layers.point_sample import LevelPointSampler, box_points_to_image, point_sample, regular_grid_points
 from src.layers.tensor_utils import select_class
 from src.maskrcnn.mask_loss import mask_rcnn_loss, masked_bce_loss
-from src.maskrcnn.mask_targets import gt_mask_at_points, target_samples_per_cell
+from src.maskrcnn.mask_targets import gt_mask_at_points, roi_mask_targets, target_sampling
 from src.pointrend.point_selection import training_point_counts, training_points, uncertain_grid_points
 
 
@@ -36,8 +36,8 @@ class PointRendMaskBranch(nn.Cell):
         self.in_side = cfg.coarse_in_resolution
         self.out_side = cfg.coarse_out_resolution
         self.coarse_grid = ms.Tensor(regular_grid_points(self.in_side))
-        self.target_sample_num = target_samples_per_cell(cfg.roi_layer.sample_num)
-        self.target_grid = ms.Tensor(regular_grid_points(self.out_side * self.target_sample_num))
+        self.canvas_hw = (cfg.img_height, cfg.img_width)
+        self.target_sampling = target_sampling(cfg)
         self.num_candidates, self.num_uncertain, self.num_random = training_point_counts(
             cfg.train_num_points, cfg.oversample_ratio, cfg.importance_sample_ratio)
         self.upsample = ops.ResizeBilinearV2(align_corners=False, half_pixel_centers=True)
@@ -68,21 +68,24 @@ class PointRendMaskBranch(nn.Cell):
         """``sampler``'s features at image points (R, P, 2), laid out for the point head: (R, C, P)."""
         return ops.transpose(sampler(table, batch_index, image_points), (0, 2, 1))
 
-    def losses(self, table, rois, batch_index, labels, weights, gt_masks, gt_boxes):
+    def losses(self, table, rois, batch_index, labels, weights, gt_masks, instance, image_hw):
         """Coarse-mask and point losses on the positive RoIs.
 
         Args:
             table: (T, C) flat FPN features; rois: (R, 4); batch_index: (R,) int32;
             labels: (R,) int32 GT classes; weights: (R,) float32 (1 = valid positive);
-            gt_masks: (R, S, S) crops of each RoI's GT; gt_boxes: (R, 4).
+            gt_masks: (M, L) uint8 packed canvas masks of the batch's GT instances; instance: (R,)
+                int32 each RoI's row in it; image_hw: (R, 2) float32 its image's resized size
+                (see ``maskrcnn.mask_targets``).
         Returns:
             (loss_coarse, loss_point) scalars.
         """
         point_head = self.heads[1]
         r = rois.shape[0]
         coarse = self.coarse_logits(table, rois, batch_index)
-        loss_coarse = mask_rcnn_loss(coarse, labels, weights, gt_masks, gt_boxes, rois, self.target_grid,
-                                     self.out_side, self.target_sample_num)
+        targets = roi_mask_targets(gt_masks, instance, self.canvas_hw, image_hw, rois, self.out_side,
+                                   *self.target_sampling)
+        loss_coarse = mask_rcnn_loss(coarse, labels, weights, targets)
 
         class_coarse = ops.expand_dims(select_class(coarse, labels), 1)  # (R, 1, h, w)
         candidates = ops.rand((r, self.num_candidates, 2))
@@ -94,7 +97,7 @@ class PointRendMaskBranch(nn.Cell):
         logits = point_head(fine, point_sample(coarse, points))  # (R, C, P)
         index = ops.broadcast_to(labels.reshape(r, 1, 1), (r, 1, logits.shape[2]))
         class_logits = ops.gather_elements(logits, 1, index)[:, 0]
-        point_labels = ops.stop_gradient(gt_mask_at_points(gt_masks, gt_boxes, image_points))
+        point_labels = ops.stop_gradient(gt_mask_at_points(gt_masks, instance, self.canvas_hw, image_points))
         return loss_coarse, masked_bce_loss(class_logits, point_labels, weights)
 
     def predict(self, table, boxes, batch_index, classes):
