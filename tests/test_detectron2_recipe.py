@@ -1,6 +1,8 @@
 """The training recipe of configs/detectron2_pointrend_r50_fpn.yaml against detectron2's formulas:
 the LR schedule (WarmupMultiStepLR), the box losses (FastRCNNOutputLayers.losses with
-SMOOTH_L1_BETA 0) and the multi-scale resize (ResizeShortestEdge, "choice" sampling)."""
+SMOOTH_L1_BETA 0), the mask losses (mask_rcnn_loss of the coarse head, the point head's
+binary_cross_entropy_with_logits on soft point labels) and the multi-scale resize
+(ResizeShortestEdge, "choice" sampling)."""
 import os
 
 import numpy as np
@@ -8,6 +10,7 @@ import mindspore as ms
 
 from src.config import load_config
 from src.dataset.transforms import train_size
+from src.maskrcnn.mask_loss import mask_rcnn_loss, masked_bce_loss
 from src.maskrcnn.rcnn_cls import rcnn_box_losses
 from src.training.lr_schedule import dynamic_lr
 
@@ -54,6 +57,35 @@ def test_box_losses_are_detectron2s_with_l1():
     want_reg = np.abs(chosen - targets[fg]).sum() / v.sum()
     np.testing.assert_allclose(float(cls.asnumpy()), want_cls, rtol=1e-5)
     np.testing.assert_allclose(float(reg.asnumpy()), want_reg, rtol=1e-5)
+
+
+def bce_with_logits(x, t):
+    """torch's binary_cross_entropy_with_logits per element, from its definition."""
+    return np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+
+
+def test_mask_losses_are_detectron2s():
+    rng = np.random.default_rng(1)
+    r, classes, side, points = 10, 5, 7, 30
+    weights = np.ones(r, np.float32)
+    weights[-3:] = 0.0  # padding slots after the positives
+    labels = rng.integers(1, classes, r).astype(np.int32)
+    # coarse head: mask_rcnn_loss = BCE mean over the positives' GT-class 7x7 logits and binary targets
+    logits = rng.standard_normal((r, classes, side, side)).astype(np.float32) * 3
+    targets = (rng.uniform(size=(r, side, side)) > 0.5).astype(np.float32)
+    got = float(mask_rcnn_loss(ms.Tensor(logits), ms.Tensor(labels), ms.Tensor(weights), ms.Tensor(targets)).asnumpy())
+    pos = weights > 0
+    chosen = logits[np.arange(r), labels][pos]
+    np.testing.assert_allclose(got, bce_with_logits(chosen, targets[pos]).mean(), rtol=1e-5)
+    # point head: BCE mean over all points of the positives, soft labels
+    point_logits = rng.standard_normal((r, points)).astype(np.float32) * 3
+    point_labels = rng.uniform(size=(r, points)).astype(np.float32)
+    got = float(masked_bce_loss(ms.Tensor(point_logits), ms.Tensor(point_labels), ms.Tensor(weights)).asnumpy())
+    np.testing.assert_allclose(got, bce_with_logits(point_logits[pos], point_labels[pos]).mean(), rtol=1e-5)
+    # no positive: zero loss, as detectron2's mask_rcnn_loss (mask_logits.sum() * 0)
+    none = float(masked_bce_loss(ms.Tensor(point_logits), ms.Tensor(point_labels),
+                                 ms.Tensor(np.zeros(r, np.float32))).asnumpy())
+    assert none == 0.0
 
 
 def test_multi_scale_training_resize():
