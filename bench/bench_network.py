@@ -42,6 +42,22 @@ def machine():
     return f"{os.cpu_count()} cores, {cpu}"
 
 
+def case_config(height, width, batch, small_test_config, preset):
+    """The config of a case: the small test config, the default one with 81 classes and batch
+    statistics BN (random weights: frozen statistics would be meaningless), or a preset's."""
+    sys.path.insert(0, ROOT)
+    from src.config import config_from_dict, load_config
+    from src.demo.synthetic_batch import SMALL
+    overrides = dict(SMALL) if small_test_config else {"device_target": "CPU", "num_classes": 81,
+                                                       "backbone_norm": "bn"}
+    overrides.update({"img_height": height, "img_width": width, "batch_size": batch, "test_batch_size": batch,
+                      "test_score_thr": 0.0})
+    if preset:
+        overrides.pop("backbone_norm")  # the preset's (frozen BN, as the converted weights)
+        return load_config([f"--config_path={PRESETS[preset]}"] + [f"--{k}={v}" for k, v in overrides.items()])
+    return config_from_dict(overrides)
+
+
 def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, warmup_seconds=30.0, preset=None,
              amp_level="O0"):
     sys.path.insert(0, ROOT)
@@ -50,23 +66,14 @@ def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, w
     import mindspore as ms
     from mindspore import nn
 
-    from src.config import config_from_dict, load_config
-    from src.demo.synthetic_batch import SMALL, synthetic_batch
+    from src.demo.synthetic_batch import synthetic_batch
     from src.maskrcnn_pointrend_r50 import MaskRcnnPointRend
     from src.training.mixed_precision import apply_mixed_precision
     from src.training.network_define import TrainOneStepCell, WithLossCell, split_decay_groups
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")
-    overrides = dict(SMALL) if small_test_config else {"device_target": "CPU", "num_classes": 81,
-                                                       "backbone_norm": "bn"}
-    overrides.update({"img_height": height, "img_width": width, "batch_size": batch, "test_batch_size": batch,
-                      "test_score_thr": 0.0})
-    if preset:
-        overrides.pop("backbone_norm")  # the preset's (frozen BN, as the converted weights)
-        cfg = load_config([f"--config_path={PRESETS[preset]}"] + [f"--{k}={v}" for k, v in overrides.items()])
-    else:
-        cfg = config_from_dict(overrides)
+    cfg = case_config(height, width, batch, small_test_config, preset)
     net = MaskRcnnPointRend(cfg, batch)
     data = synthetic_batch(cfg, seed=0)
     if case == "train":
