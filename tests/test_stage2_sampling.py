@@ -99,3 +99,22 @@ def test_capped_sampling_fills_the_mask_slots_with_random_positives(seed):
         assert len(set(rows)) == 24
         draws.append(set(rows[:8]))
     assert draws[0] != draws[1]  # drawn at random, not the first eight
+
+
+def test_slots_without_a_sample_get_zero_targets_and_a_finite_box_loss():
+    """More slots than candidates: the empty slots hold zero-size boxes (padding proposals, the
+    invalid GT), whose encoded targets would be inf / NaN; a NaN target makes the masked box loss
+    NaN (0 x NaN)."""
+    from src.maskrcnn.rcnn_cls import rcnn_box_losses
+    cfg = small_config(num_expected_total_stage2=64, num_expected_pos_stage2=16, box_convention="detectron2")
+    props = np.zeros((40, 4), np.float32)
+    props[:6] = proposals(np.random.default_rng(2), 6)
+    prop_valid = np.arange(40) < 6
+    rois, labels, valid, targets, _ = run(cfg, props, prop_valid, 0)
+    assert (~valid).sum() > 0  # empty slots exist
+    assert np.isfinite(targets).all() and not targets[labels == 0].any()
+    k = len(labels)
+    deltas = np.random.default_rng(3).standard_normal((k, cfg.num_classes * 4)).astype(np.float32)
+    _, reg = rcnn_box_losses(ms.Tensor(np.zeros((k, cfg.num_classes), np.float32)), ms.Tensor(deltas),
+                             ms.Tensor(labels), ms.Tensor(valid), ms.Tensor(targets), cfg.num_classes, 0.0)
+    assert np.isfinite(float(reg.asnumpy())) and (labels > 0).any()

@@ -34,7 +34,7 @@ class BboxAssignSampleForRcnn(nn.Cell):
         Returns:
             rois (B, R, 4) with R = min(num_expected_total_stage2, G + P), positives first;
             labels (B, R) int32 (0 = background); valid (B, R) bool;
-            bbox_targets (B, R, 4) (meaningful where labels > 0);
+            bbox_targets (B, R, 4) (0 where labels are 0);
             gt_index (B, R) int32 (the GT each slot was assigned to).
         """
         candidates = ops.concat([gt_bboxes, proposals], 1)
@@ -57,5 +57,8 @@ class BboxAssignSampleForRcnn(nn.Cell):
         gt_index = ops.gather_elements(assigned, 1, index)
         labels = ops.gather_elements(gt_labels, 1, gt_index) * is_pos.astype(ms.int32)
         bbox_targets = encode_deltas(rois, gather_rows(gt_bboxes, gt_index), self.means, self.stds, self.box_offset)
+        # zero, not inf or NaN, where no positive is (empty slots hold zero-size boxes): the loss
+        # masks by multiplying, and 0 x NaN is NaN
+        bbox_targets = ops.where(ops.expand_dims(is_pos, 2), bbox_targets, ops.zeros_like(bbox_targets))
         return (ops.stop_gradient(rois), ops.stop_gradient(labels), key >= 0.0, ops.stop_gradient(bbox_targets),
                 gt_index)
