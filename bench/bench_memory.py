@@ -9,8 +9,11 @@ its own; "after compile" is the RSS once the graph is compiled, before it runs.
 
 Graph tensors: the kernel graph of the whole train step as MindSpore compiles it
 (MS_DEV_SAVE_GRAPHS), every node's output bytes summed by the project source line that made it
-(the innermost one under src/; views such as Reshape left out). It is a sum over the step, not what is alive
-at one time, but it names the operations whose outputs are large.
+(the innermost one under src/; views such as Reshape left out), with the largest single output of
+each line. It is a sum over the step, not what is alive at one time, but it names the operations
+whose outputs are large. MindSpore merges equal primitives and keeps one call's source line, so a
+line can stand for a sibling call: the largest output shows which (e.g. RoIAlign's gather of
+(K * 49 * 16, C) rows listed under another ``ops.gather`` line).
 """
 import argparse
 import collections
@@ -99,37 +102,46 @@ def run_stage(args):
 
 
 def graph_tensors(ir_dir, root):
-    """(total bytes, Counter of bytes by 'file:line') over the compiled kernel graphs in ir_dir."""
+    """(total bytes, Counter of bytes by 'file:line', {line: (bytes, text) of its largest output})
+    over the compiled kernel graphs in ir_dir."""
     by_line = collections.Counter()
+    largest = {}
     total = 0
+
+    def add(where, size, shape):
+        by_line[where] += size
+        if size > largest.get(where, (0, ""))[0]:
+            largest[where] = (size, shape)
+
     for path in glob.glob(os.path.join(ir_dir, "graph_build_*.ir")):
-        prim, size, where = None, 0, None
+        prim, size, where, shape = None, 0, None, ""
         with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 node = _NODE.match(line)
                 if node:
                     if prim is not None and prim not in _VIEWS:
-                        by_line[where] += size
-                        total += size
-                    prim, size, where = node.group(1), None, "(no project line)"
+                        add(where, size or 0, shape)
+                        total += size or 0
+                    prim, size, where, shape = node.group(1), None, "(no project line)", ""
                     continue
                 if prim is None:
                     continue
                 text = line.strip()
                 if size is None and text.startswith(": (<") and "->" in text:
                     size = 0
-                    for dtype, shape in _OUTPUT.findall(text.split("->", 1)[1]):
+                    for dtype, dims in _OUTPUT.findall(text.split("->", 1)[1]):
                         count = 1
-                        for dim in filter(None, (d.strip() for d in shape.split(","))):
+                        for dim in filter(None, (d.strip() for d in dims.split(","))):
                             count *= int(dim)
                         size += count * _BYTES.get(dtype, 4)
+                        shape = f"{dtype} ({dims})"
                 trace = _TRACE.search(line)
                 if trace and trace.group(1).startswith(os.path.join(root, "src") + os.sep):
                     where = f"{os.path.relpath(trace.group(1), root)}:{trace.group(2)}"
         if prim is not None and prim not in _VIEWS:
-            by_line[where] += size or 0
+            add(where, size or 0, shape)
             total += size or 0
-    return total, by_line
+    return total, by_line, largest
 
 
 def main():
@@ -170,10 +182,10 @@ def main():
         if out.returncode != 0:
             print(f"compiling the train step failed\n{out.stderr[-2000:]}")
             return
-        total, by_line = graph_tensors(ir_dir, ROOT)
+        total, by_line, largest = graph_tensors(ir_dir, ROOT)
     print(f"\ncompiled train step: node outputs {total / 2 ** 30:.2f} GiB in all; the largest by source line:")
     for where, size in by_line.most_common(args.top):
-        print(f"  {size / 2 ** 20:8.1f} MiB  {where}")
+        print(f"  {size / 2 ** 20:8.1f} MiB  {where:45s} largest: {largest[where][1]}")
 
 
 if __name__ == "__main__":
