@@ -34,15 +34,15 @@ def bin_samples(start, length, out_size, sample_num, adaptive):
         adaptive: detectron2's ``sampling_ratio`` 0: n = ceil(bin length) per RoI, capped at
             ``sample_num``; unused slots get share 0, and a RoI of zero length has no samples.
     Returns:
-        coords (K, out_size, sample_num) and shares (K, sample_num): each sample's weight in the mean
-        of its bin.
+        coords (K, out_size, sample_num) and each sample's weight in the mean of its bin: a number
+        (1 / sample_num) on a fixed grid, (K, sample_num) per RoI on an adaptive one.
     """
     bin_len = (length / out_size).reshape(-1, 1, 1)
     bins = ms.Tensor(np.arange(out_size, dtype=np.float32).reshape(1, out_size, 1))
     steps = ms.Tensor(np.arange(sample_num, dtype=np.float32).reshape(1, 1, sample_num) + 0.5)
     if not adaptive:
         coords = start.reshape(-1, 1, 1) + bin_len * (bins + steps / sample_num)
-        return coords, ops.ones((start.shape[0], sample_num), ms.float32) / sample_num
+        return coords, 1.0 / sample_num
     count = ops.clamp(ops.ceil(bin_len), 1.0, float(sample_num))  # (K, 1, 1)
     coords = start.reshape(-1, 1, 1) + bin_len * (bins + steps / count)
     used = ops.cast(steps < count, ms.float32) * ops.cast(bin_len > 0.0, ms.float32)
@@ -128,7 +128,7 @@ class MultiLevelRoIAlign(nn.Cell):
             shape = (k, out, out)
             border = (ops.broadcast_to(extent[:, 0].reshape(per_roi), shape),
                       ops.broadcast_to(extent[:, 1].reshape(per_roi), shape))
-        grid_y, share_y = bin_samples(y1, roi_h, out, self.sample_num, self.adaptive)  # (K, out, S), (K, S)
+        grid_y, share_y = bin_samples(y1, roi_h, out, self.sample_num, self.adaptive)  # (K, out, S)
         grid_x, share_x = bin_samples(x1, roi_w, out, self.sample_num, self.adaptive)
         # With a fixed grid, all sample positions of a bin go into one weighted gather (4 neighbours
         # each): averaging a (K, out, S, out, S, C) tensor over its strided axes cost as much on CPU
@@ -142,13 +142,13 @@ class MultiLevelRoIAlign(nn.Cell):
             for sx in range(self.sample_num):
                 px = ops.broadcast_to(ops.expand_dims(grid_x[:, :, sx], 1), (k, out, out))
                 r, w = bilinear_corners(base, height, width, px, py, True, border)  # (K, out, out, 4)
-                w = w * (share_y[:, sy] * share_x[:, sx]).reshape(-1, 1, 1, 1)
                 if self.adaptive:
+                    w = w * (share_y[:, sy] * share_x[:, sx]).reshape(-1, 1, 1, 1)
                     part = weighted_gather(table, r, w)  # (K, out, out, C)
                     feats = part if feats is None else feats + part
                 else:
                     rows.append(r)
-                    weights.append(w)
+                    weights.append(w * (share_y * share_x))
         if not self.adaptive:
             feats = weighted_gather(table, ops.concat(rows, -1), ops.concat(weights, -1))  # (K, out, out, C)
         return ops.transpose(feats, (0, 3, 1, 2))

@@ -91,6 +91,8 @@ def roi_mask_targets(gt_masks, instance, canvas_hw, image_hw, rois, side, sample
     extent = (ops.broadcast_to(image_hw[:, 0].reshape(r, 1, 1, 1, 1), grid),
               ops.broadcast_to(image_hw[:, 1].reshape(r, 1, 1, 1, 1), grid))
     values = bitmask_samples(gt_masks, instance, canvas_hw, px, py, True, extent)
-    share = share_y.reshape(r, 1, n, 1, 1) * share_x.reshape(r, 1, 1, 1, n)
-    cells = (values * share).sum(axis=(2, 4))
+    if adaptive:
+        cells = (values * share_y.reshape(r, 1, n, 1, 1) * share_x.reshape(r, 1, 1, 1, n)).sum(axis=(2, 4))
+    else:
+        cells = values.mean(axis=(2, 4))
     return ops.stop_gradient((cells >= 0.5).astype(ms.float32))
