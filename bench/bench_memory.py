@@ -72,6 +72,7 @@ def build_step(args, stages, backward):
     import mindspore as ms
     from mindspore import nn
 
+    from src.dataset.pipeline import TRAIN_COLUMNS
     from src.demo.synthetic_batch import synthetic_batch
     from src.maskrcnn_pointrend_r50 import MaskRcnnPointRend
     from src.training.network_define import split_decay_groups
@@ -87,7 +88,7 @@ def build_step(args, stages, backward):
         cell = nn.TrainOneStepCell(cell, opt)
     cell.set_train(True)
     data = synthetic_batch(cfg, seed=0)
-    inputs = [ms.Tensor(data[k]) for k in ("img", "img_metas", "gt_bboxes", "gt_labels", "gt_valids", "gt_masks")]
+    inputs = [ms.Tensor(data[k]) for k in TRAIN_COLUMNS]
     return cell, inputs
 
 

@@ -66,6 +66,7 @@ def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, w
     import mindspore as ms
     from mindspore import nn
 
+    from src.dataset.pipeline import TRAIN_COLUMNS
     from src.demo.synthetic_batch import synthetic_batch
     from src.maskrcnn_pointrend_r50 import MaskRcnnPointRend
     from src.training.mixed_precision import apply_mixed_precision
@@ -83,7 +84,7 @@ def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, w
         amp = amp_level != "O0"  # float16 gradients need a loss scale; float32 steps run as before
         step = TrainOneStepCell(WithLossCell(net, cfg), opt, loss_scale=1024.0 if amp else 1.0, dynamic_scale=amp)
         step.set_train(True)
-        inputs = [ms.Tensor(data[k]) for k in ("img", "img_metas", "gt_bboxes", "gt_labels", "gt_valids", "gt_masks")]
+        inputs = [ms.Tensor(data[k]) for k in TRAIN_COLUMNS]
         call = lambda: step(*inputs)[0].asnumpy()  # noqa: E731
     else:
         net.set_train(False)
