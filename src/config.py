@@ -332,6 +332,10 @@ def _check_relations(cfg):
         raise ConfigError(f"config keys {sorted(channels)} must be equal (the heads read FPN features), got {channels}")
     if list(cfg.fpn_in_channels) != list(cfg.resnet_out_channels):
         raise ConfigError("config key 'fpn_in_channels': must equal resnet_out_channels")
+    if list(cfg.resnet_in_channels[1:]) != list(cfg.resnet_out_channels[:-1]):
+        raise ConfigError(f"config key 'resnet_in_channels': each stage after the first takes the previous one's "
+                          f"output, so it must be [stem] + resnet_out_channels[:3], got {cfg.resnet_in_channels} "
+                          f"with resnet_out_channels {cfg.resnet_out_channels}")
     if cfg.point_feature_stride not in cfg.roi_align_featmap_strides:
         raise ConfigError(f"config key 'point_feature_stride': {cfg.point_feature_stride} is not one of "
                           f"roi_align_featmap_strides {cfg.roi_align_featmap_strides}")

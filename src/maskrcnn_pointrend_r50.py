@@ -54,7 +54,8 @@ class MaskRcnnPointRend(nn.Cell):
         self.num_classes = cfg.num_classes
         self.batch_size = batch_size
         self.backbone = ResNetFea(cfg.resnet_block, cfg.resnet_in_channels, cfg.resnet_out_channels,
-                                  cfg.backbone_norm, cfg.freeze_at, cfg.stride_in_1x1, cfg.stem_pool_padding)
+                                  cfg.backbone_norm, cfg.freeze_at, cfg.stride_in_1x1, cfg.stem_pool_padding,
+                                  cfg.resnet_block_type)
         self.fpn_ncek = FeatPyramidNeck(cfg.fpn_in_channels, cfg.fpn_out_channels, cfg.fpn_num_outs,
                                         cfg.fpn_upsample)
         self.rpn_with_loss = RPN(cfg.rpn_in_channels, cfg.rpn_feat_channels, cfg.num_anchors,

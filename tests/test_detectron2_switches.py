@@ -215,15 +215,15 @@ def test_infer_names_labels_with_coco_category_ids_without_a_data_set():
     assert ids == {1: 1, 2: 2} and names == {1: "a", 2: "b"}
 
 
-@pytest.mark.parametrize("stride_in_1x1", [False, True])
-def test_size_divisibility_makes_features_independent_of_the_canvas(stride_in_1x1):
+@pytest.mark.parametrize("stride_in_1x1,block_type", [(False, "bottleneck"), (True, "bottleneck"), (False, "basic")])
+def test_size_divisibility_makes_features_independent_of_the_canvas(stride_in_1x1, block_type):
     # an image whose padded extent is 64 x 96, alone on that canvas and on a larger one: with the
     # padding masks, every feature inside the extent is the same (detectron2 pads only to 32)
     from src.layers.padding_mask import padded_extent_masks
     rng = np.random.default_rng(4)
     image = rng.standard_normal((1, 3, 64, 96)).astype(np.float32)
     backbone = ResNetFea([1, 2, 1, 1], [8, 16, 32, 64], [16, 32, 64, 128], "frozen_bn", 0, stride_in_1x1,
-                         "symmetric")
+                         "symmetric", block_type)
     neck = FeatPyramidNeck([16, 32, 64, 128], 8, 5, "nearest")
     for cell in (backbone, neck):
         for p in cell.get_parameters():  # random statistics so that the canvas padding is not zero

@@ -5,6 +5,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from src.training.network_define import TrainOneStepCell, split_decay_groups
+from src.training import train_monitor
 from src.training.train_monitor import StepMonitor, TrainingError
 
 
@@ -91,3 +92,19 @@ def test_dynamic_loss_scale_does_not_fall_below_one():
     step(x, ms.Tensor(np.array([[np.inf]], np.float32)))
     assert step.scale.asnumpy() == 1.0
     np.testing.assert_array_equal(net.dense.weight.asnumpy(), np.ones((1, 3), np.float32))
+
+
+def test_monitor_reports_speed_and_eta_from_the_first_steps_without_the_compilation(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(train_monitor.time, "perf_counter", lambda: clock[0])
+    lines = []
+    monitor = StepMonitor(("a",), total_steps=100, images_per_step=2, log_interval=10, max_nan_steps=2,
+                          log=lines.append)
+    for step in range(1, 11):
+        clock[0] += 30.0 if step == 1 else 0.5  # the first step compiles the graph
+        monitor.step(step, 0.1, [1.0, 1.0])
+    assert len(lines) == 3
+    assert lines[0].startswith("step 1/100 ") and "first step 30.0s" in lines[0] and "step_time" not in lines[0]
+    # steps 2..6: 0.5 s each, 94 steps left
+    assert lines[1].startswith("step 6/100 ") and "step_time 0.500s 4.00 img/s ETA 0:47" in lines[1]
+    assert lines[2].startswith("step 10/100 ") and "step_time 0.500s" in lines[2] and "ETA 0:45" in lines[2]

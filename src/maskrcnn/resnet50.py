@@ -1,6 +1,7 @@
-"""ResNet backbone (bottleneck blocks) returning C2..C5, with model-zoo parameter names.
+"""ResNet backbone returning C2..C5, with model-zoo parameter names.
 
-Two variants of the same architecture, by config: the model zoo's (stride on the 3x3 conv of a
+Bottleneck blocks (ResNet-50/101) or basic blocks (ResNet-18/34, as detectron2's BasicBlock: two 3x3
+convs), by config (``resnet_block_type``). Two variants of the bottleneck architecture, by config: the model zoo's (stride on the 3x3 conv of a
 stage's first block, stem max-pool padded at the bottom/right only, "same" style) and detectron2's
 MSRA one (``stride_in_1x1``: stride on the first 1x1 conv; ``stem_pool_padding: symmetric``: max-pool
 with padding 1 on every side, as ``F.max_pool2d(x, 3, 2, 1)``).
@@ -54,13 +55,15 @@ class Bottleneck(nn.Cell):
             self.conv_down_sample = _conv(in_channels, out_channels, 1, stride)
             self.bn_down_sample = make_norm(norm, out_channels)
 
-    def construct(self, x, mask=None):
-        """x (N, Cin, H, W); mask: None, or (N, 1, h, w) at the 3x3 conv's input resolution
-        (``padding_mask``), applied to that input."""
+        self.stride_in_1x1 = stride_in_1x1
+
+    def construct(self, x, mask_in=None, mask_out=None):
+        """x (N, Cin, H, W); mask_in / mask_out: None, or (N, 1, h, w) ``padding_mask`` masks at the
+        block's input / output resolution; the 3x3 conv's input is multiplied by the one at its resolution."""
         identity = x
         out = self.relu(self.bn1(self.conv1(x)))
-        if mask is not None:
-            out = out * mask
+        if mask_in is not None:
+            out = out * (mask_out if self.stride_in_1x1 else mask_in)
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         if self.down_sample:
@@ -68,11 +71,47 @@ class Bottleneck(nn.Cell):
         return self.relu(out + identity)
 
 
+class BasicBlock(nn.Cell):
+    """3x3 -> 3x3 residual block (ResNet-18/34); (N, Cin, H, W) -> (N, Cout, H/stride, W/stride).
+
+    The stride sits on the first 3x3 conv; ``stride_in_1x1`` does not apply (there is no 1x1).
+    """
+
+    def __init__(self, in_channels, out_channels, stride, norm, stride_in_1x1=False):
+        super().__init__()
+        self.conv1 = _conv(in_channels, out_channels, 3, stride)
+        self.bn1 = make_norm(norm, out_channels)
+        self.conv2 = _conv(out_channels, out_channels, 3, 1)
+        self.bn2 = make_norm(norm, out_channels)
+        self.relu = nn.ReLU()
+        self.down_sample = stride != 1 or in_channels != out_channels
+        if self.down_sample:
+            self.conv_down_sample = _conv(in_channels, out_channels, 1, stride)
+            self.bn_down_sample = make_norm(norm, out_channels)
+
+    def construct(self, x, mask_in=None, mask_out=None):
+        """x (N, Cin, H, W); mask_in / mask_out: as ``Bottleneck``: each 3x3 conv's input is multiplied
+        by the mask at its resolution."""
+        identity = x
+        out = x if mask_in is None else x * mask_in
+        out = self.relu(self.bn1(self.conv1(out)))
+        if mask_out is not None:
+            out = out * mask_out
+        out = self.bn2(self.conv2(out))
+        if self.down_sample:
+            identity = self.bn_down_sample(self.conv_down_sample(x))
+        return self.relu(out + identity)
+
+
+BLOCK_TYPES = {"bottleneck": Bottleneck, "basic": BasicBlock}
+
+
 class ResNetFea(nn.Cell):
     """ResNet feature extractor.
 
     Args:
-        block_counts: blocks per stage ([3, 4, 6, 3] = R50, [3, 4, 23, 3] = R101);
+        block_counts: blocks per stage (bottleneck: [3, 4, 6, 3] = R50, [3, 4, 23, 3] = R101;
+            basic: [2, 2, 2, 2] = R18, [3, 4, 6, 3] = R34);
         in_channels / out_channels: per stage (in_channels[0] = the stem's output channels).
         norm: see ``make_norm``.
         frozen_stages: stages whose parameters are frozen, in ``stage_cells`` order (the config's
@@ -80,12 +119,16 @@ class ResNetFea(nn.Cell):
             (as PyTorch's autograd skips a frozen stem and layer1; MindSpore would otherwise compute
             their input gradients, down to the image, and discard them).
         stride_in_1x1: see ``Bottleneck``. stem_pool_padding: "same" or "symmetric" (see the module).
+        block_type: "bottleneck" or "basic".
     Input (B, 3, H, W); output (C2, C3, C4, C5) with strides 4, 8, 16, 32.
     """
 
     def __init__(self, block_counts, in_channels, out_channels, norm, frozen_stages=0, stride_in_1x1=False,
-                 stem_pool_padding="same"):
+                 stem_pool_padding="same", block_type="bottleneck"):
         super().__init__()
+        if block_type not in BLOCK_TYPES:
+            raise ValueError(f"resnet_block_type must be one of {sorted(BLOCK_TYPES)}, got {block_type!r}")
+        block = BLOCK_TYPES[block_type]
         self.frozen_stages = frozen_stages
         stem = in_channels[0]
         self.conv1 = _conv(3, stem, 7, 2)
@@ -101,13 +144,13 @@ class ResNetFea(nn.Cell):
         stages = []
         for i, (count, cin, cout) in enumerate(zip(block_counts, in_channels, out_channels)):
             stride = 1 if i == 0 else 2
-            blocks = [Bottleneck(cin if j == 0 else cout, cout, stride if j == 0 else 1, norm, stride_in_1x1)
+            blocks = [block(cin if j == 0 else cout, cout, stride if j == 0 else 1, norm, stride_in_1x1)
                       for j in range(count)]
             stages.append(nn.SequentialCell(blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        # masks of padded_extent_masks(strides 2, 4, ..., 32) read by each stage's 3x3 convs: the
-        # first block's 3x3 runs at the stage's input stride unless the stride sits on its 1x1
-        self.mask_levels = tuple((i + 1 if (i == 0 or stride_in_1x1) else i, i + 1) for i in range(len(stages)))
+        # indices into padded_extent_masks(strides 2, 4, ..., 32) of each stage's input and output
+        # resolution (layer1's input is the max-pool's output, stride 4 as its own output)
+        self.mask_levels = tuple((max(i, 1), i + 1) for i in range(len(stages)))
 
     def stage_cells(self):
         """Cells in freezing order: stem (conv1 + bn1), layer1, ..., layer4."""
@@ -118,11 +161,11 @@ class ResNetFea(nn.Cell):
         return ops.stop_gradient(x) if stage <= self.frozen_stages else x
 
     def stage_with_masks(self, stage, x, masks, levels):
-        """One stage whose 3x3 conv inputs are multiplied by ``masks[levels[0]]`` (first block) and
-        ``masks[levels[1]]`` (the others)."""
-        x = stage[0](x, masks[levels[0]])
+        """One stage whose blocks get the masks of their input and output resolutions
+        (``masks[levels[0]]`` is the stage's input resolution, ``masks[levels[1]]`` its output's)."""
+        x = stage[0](x, masks[levels[0]], masks[levels[1]])
         for i in range(1, len(stage)):
-            x = stage[i](x, masks[levels[1]])
+            x = stage[i](x, masks[levels[1]], masks[levels[1]])
         return x
 
     def construct(self, x, masks=None):

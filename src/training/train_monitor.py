@@ -38,13 +38,18 @@ class RankLogger:
 
 class StepMonitor:
     """Per-step bookkeeping: log every ``log_interval`` steps with the losses averaged since the last
-    line, LR, speed and ETA;
-    stop after ``max_nan_steps`` non-finite losses in a row.
+    line, LR, speed and ETA; stop after ``max_nan_steps`` non-finite losses in a row.
+
+    The run's first step (graph compilation included) gets a line of its own and is left out of the
+    speed; the next line comes ``EARLY_STEPS`` steps later, so that the step rate and ETA show at once
+    however long ``log_interval`` is.
 
     Args:
         loss_names: names of the loss components; total_steps: last global step;
         images_per_step: global batch; log: a ``RankLogger``.
     """
+
+    EARLY_STEPS = 5
 
     def __init__(self, loss_names, total_steps, images_per_step, log_interval, max_nan_steps, log):
         self.loss_names = ("loss",) + tuple(loss_names)
@@ -55,6 +60,7 @@ class StepMonitor:
         self.log = log
         self.nan_run = 0
         self.history = []  # (step, lr, values...)
+        self._run_steps = 0  # steps of this process (a resumed run starts past 1)
         self._window_start = time.perf_counter()
         self._window_steps = 0
         self._window_sums = [0.0] * len(self.loss_names)
@@ -67,6 +73,7 @@ class StepMonitor:
         """
         self.history.append((global_step, lr) + tuple(values))
         self._window_steps += 1
+        self._run_steps += 1
         bad = [n for n, v in zip(self.loss_names, values) if not (v == v and abs(v) != float("inf"))]
         if bad:
             self.nan_run += 1
@@ -80,14 +87,20 @@ class StepMonitor:
         self.nan_run = 0
         self._window_sums = [a + v for a, v in zip(self._window_sums, values)]
         self._window_finite += 1
-        if global_step % self.log_interval == 0 or global_step == self.total_steps:
+        first, last = self._run_steps == 1, global_step == self.total_steps
+        if first or last or global_step % self.log_interval == 0 or self._run_steps == 1 + self.EARLY_STEPS:
             elapsed = time.perf_counter() - self._window_start
             step_time = elapsed / self._window_steps
             # losses averaged over the finite steps since the last line: single steps are noisy
             parts = " ".join(f"{n} {v / self._window_finite:.4f}" for n, v in zip(self.loss_names, self._window_sums))
-            left = (self.total_steps - global_step) * step_time
-            self.log(f"step {global_step}/{self.total_steps} {parts} lr {lr:.6f} step_time {step_time:.3f}s "
-                     f"{self.images_per_step / step_time:.2f} img/s ETA {format_duration(left)}")
+            head = f"step {global_step}/{self.total_steps} {parts} lr {lr:.6f}"
+            if first and not last:
+                self.log(f"{head} first step {step_time:.1f}s (graph compilation included; speed and ETA "
+                         f"from the next {self.EARLY_STEPS} steps)")
+            else:
+                left = (self.total_steps - global_step) * step_time
+                self.log(f"{head} step_time {step_time:.3f}s {self.images_per_step / step_time:.2f} img/s "
+                         f"ETA {format_duration(left)}")
             self._window_start = time.perf_counter()
             self._window_steps = 0
             self._window_sums = [0.0] * len(self.loss_names)
