@@ -206,6 +206,9 @@ class Declaration:
         return "\n".join(lines)
 
 
+SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _check_type(key, default, value):
     """Return ``value`` converted to the type of ``default`` or raise ConfigError."""
     if isinstance(default, bool):
@@ -217,6 +220,8 @@ def _check_type(key, default, value):
             raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
         return value
     if isinstance(default, float):
+        if isinstance(value, str) and SCIENTIFIC.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 (PyYAML) reads 1e-6 as a string; only 1.0e-6 is a float there
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
         return float(value)

@@ -1,9 +1,11 @@
 """The demo script and CPU data-parallel training through the launch scripts, at a tiny size."""
 import glob
 import os
+import re
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,8 +33,13 @@ def test_demo_produces_every_output(tmp_path):
                  "eval_log/coco_per_category_ap.csv", "eval_log/results.pkl.segm.json", "eval_log/boundary_ap.txt"):
         assert (out_dir / path).is_file(), path
     assert glob.glob(str(out_dir / "train" / "ckpt_0" / "*.ckpt"))
-    assert len(glob.glob(str(out_dir / "overlays" / "*.png"))) == 2
-    assert "segm AP" in stdout and "overlays:" in stdout
+    assert len(glob.glob(str(out_dir / "overlays" / "0*.png"))) == 2
+    overview = cv2.imread(str(out_dir / "overlays" / "overview.png"))
+    first = cv2.imread(sorted(glob.glob(str(out_dir / "overlays" / "0*.png")))[0])
+    assert overview.shape[0] > first.shape[0] and (overview[:first.shape[0], :first.shape[1]] == first).all()
+    assert "segm AP" in stdout and "Boundary AP" in stdout and "overlays:" in stdout
+    assert re.search(r"demo finished in \d+ min \d+ s \(toy data \d+ s, conversion \+ training \d+ s, "
+                     r"evaluation \d+ s, overlays \d+ s\)", stdout), stdout[-1000:]
 
 
 def test_cpu_data_parallel_replicas_stay_identical(tmp_path):

@@ -1,6 +1,9 @@
 """Side-by-side pictures of predictions and ground truth for val images (used by the demo).
 
     python -m src.demo.demo_report --ann_file=ANN --image_dir=DIR --segm_json=RESULTS --out_dir=OUT [--count=8]
+
+Writes one PNG per image (prediction | ground truth) and ``overview.png``, the first ``--overview``
+of them stacked, to look at or to put in a report.
 """
 import argparse
 import json
@@ -24,8 +27,21 @@ def instances(entries, coco, score_thr):
     return boxes, labels, (np.stack(masks) if masks else None), scores
 
 
-def write_report(ann_file, image_dir, segm_json, out_dir, count=8, score_thr=0.5):
-    """Write ``count`` PNGs (prediction | ground truth); returns their paths."""
+def stacked(images):
+    """RGB images (H_i, W_i, 3) one below the other on white, 8 px apart: (sum H_i + gaps, max W_i, 3)."""
+    gap = 8
+    width = max(im.shape[1] for im in images)
+    sheet = np.full((sum(im.shape[0] for im in images) + gap * (len(images) - 1), width, 3), 255, np.uint8)
+    y = 0
+    for im in images:
+        sheet[y:y + im.shape[0], :im.shape[1]] = im
+        y += im.shape[0] + gap
+    return sheet
+
+
+def write_report(ann_file, image_dir, segm_json, out_dir, count=8, score_thr=0.5, overview=3):
+    """Write ``count`` PNGs (prediction | ground truth) and, when ``overview`` > 0, ``overview.png`` of the
+    first ``overview`` of them; returns the per-image paths."""
     coco = load_coco_gt(ann_file)
     with open(segm_json, encoding="utf-8") as f:
         results = json.load(f)
@@ -38,7 +54,7 @@ def write_report(ann_file, image_dir, segm_json, out_dir, count=8, score_thr=0.5
             e.setdefault("bbox", [float(x), float(y), float(w), float(h)])
     names = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
     os.makedirs(out_dir, exist_ok=True)
-    written = []
+    written, pictures = [], []
     for image_id in sorted(coco.getImgIds())[:count]:
         info = coco.loadImgs(image_id)[0]
         image = cv2.imread(os.path.join(image_dir, info["file_name"]), cv2.IMREAD_COLOR)
@@ -50,8 +66,13 @@ def write_report(ann_file, image_dir, segm_json, out_dir, count=8, score_thr=0.5
         left = draw_instances(rgb, pb, pl, pm, names, scores=ps)
         right = draw_instances(rgb, gb, gl, gm, names)
         path = os.path.join(out_dir, f"{image_id:012d}.png")
-        write_png(path, side_by_side(left, right, f"prediction (score >= {score_thr})", "ground truth"))
+        picture = side_by_side(left, right, f"prediction (score >= {score_thr})", "ground truth")
+        write_png(path, picture)
         written.append(path)
+        if len(pictures) < overview:
+            pictures.append(picture)
+    if pictures:
+        write_png(os.path.join(out_dir, "overview.png"), stacked(pictures))
     return written
 
 
@@ -63,9 +84,12 @@ def main():
     parser.add_argument("--out_dir", required=True)
     parser.add_argument("--count", type=int, default=8)
     parser.add_argument("--score_thr", type=float, default=0.5)
+    parser.add_argument("--overview", type=int, default=3, help="pictures stacked in overview.png (0: none)")
     args = parser.parse_args()
-    paths = write_report(args.ann_file, args.image_dir, args.segm_json, args.out_dir, args.count, args.score_thr)
-    print(f"{len(paths)} overlay images in {args.out_dir}")
+    paths = write_report(args.ann_file, args.image_dir, args.segm_json, args.out_dir, args.count, args.score_thr,
+                         args.overview)
+    print(f"{len(paths)} overlay images in {args.out_dir}" + (", first ones stacked in overview.png"
+                                                             if paths and args.overview > 0 else ""))
 
 
 if __name__ == "__main__":
