@@ -21,11 +21,7 @@ def build_train_cell(cfg, net, steps_per_epoch):
 
     lr = dynamic_lr(cfg, steps_per_epoch)
     groups = split_decay_groups(net.trainable_params(), cfg.weight_decay, cfg.weight_decay_bias_norm)
-    if cfg.optimizer == "adamw":
-        optimizer = nn.AdamWeightDecay(groups, learning_rate=ms.Tensor(lr), beta1=cfg.adam_betas[0],
-                                       beta2=cfg.adam_betas[1], eps=cfg.adam_eps)
-    else:
-        optimizer = nn.Momentum(groups, learning_rate=ms.Tensor(lr), momentum=cfg.momentum)
+    optimizer = nn.Momentum(groups, learning_rate=ms.Tensor(lr), momentum=cfg.momentum)
     apply_mixed_precision(net, cfg.amp_level, cfg.amp_dtype)
     cell = TrainOneStepCell(WithLossCell(net, cfg), optimizer, loss_scale=cfg.loss_scale,
                             clip_norm=cfg.grad_clip_norm, dynamic_scale=cfg.loss_scale_type == "dynamic",
