@@ -4,7 +4,7 @@
 # generates toy COCO data, converts it to MindRecord, trains PointRend from scratch
 # (configs/demo_cpu.yaml), evaluates it (COCO bbox/segm AP, per-category AP, Boundary AP) and writes
 # pictures of predictions next to the ground truth. Environment knobs:
-#   DEVICE_TARGET=GPU  TRAIN_IMAGES=300  VAL_IMAGES=24  SEED=1  DEMO_CONFIG=configs/demo_cpu.yaml
+#   DEVICE_TARGET=GPU  TRAIN_IMAGES=600  VAL_IMAGES=24  SEED=1  DEMO_CONFIG=configs/demo_cpu.yaml
 # Extra --key=value arguments go to training and evaluation (e.g. --epoch_size=1 --total_epoch=1).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -31,7 +31,7 @@ stage_done() {
 
 echo "== 1/4 toy data -> $DATA"
 if [ ! -f "$DATA/annotations/instances_val2017.json" ]; then
-    "$PYTHON" -m src.demo.toy_data --out "$DATA" --train "${TRAIN_IMAGES:-300}" --val "${VAL_IMAGES:-24}" --seed "${SEED:-1}"
+    "$PYTHON" -m src.demo.toy_data --out "$DATA" --train "${TRAIN_IMAGES:-600}" --val "${VAL_IMAGES:-24}" --seed "${SEED:-1}"
 fi
 stage_done "toy data"
 
@@ -64,4 +64,4 @@ echo "  checkpoint:          $CKPT"
 echo "  loss curve:          $TRAIN_DIR/loss_curve.png"
 echo "  eval log:            $EVAL_DIR/eval.log"
 echo "  per-category AP:     $EVAL_DIR/coco_per_category_ap.csv"
-echo "  overlays:            $OUT_DIR/overlays/ (overview.png: the first three)"
+echo "  overlays:            $OUT_DIR/overlays/ (overview.png: the first two)"

@@ -39,7 +39,7 @@ def stacked(images):
     return sheet
 
 
-def write_report(ann_file, image_dir, segm_json, out_dir, count=8, score_thr=0.5, overview=3):
+def write_report(ann_file, image_dir, segm_json, out_dir, count=8, score_thr=0.5, overview=2):
     """Write ``count`` PNGs (prediction | ground truth) and, when ``overview`` > 0, ``overview.png`` of the
     first ``overview`` of them; returns the per-image paths."""
     coco = load_coco_gt(ann_file)
@@ -84,7 +84,7 @@ def main():
     parser.add_argument("--out_dir", required=True)
     parser.add_argument("--count", type=int, default=8)
     parser.add_argument("--score_thr", type=float, default=0.5)
-    parser.add_argument("--overview", type=int, default=3, help="pictures stacked in overview.png (0: none)")
+    parser.add_argument("--overview", type=int, default=2, help="pictures stacked in overview.png (0: none)")
     args = parser.parse_args()
     paths = write_report(args.ann_file, args.image_dir, args.segm_json, args.out_dir, args.count, args.score_thr,
                          args.overview)
