@@ -1,10 +1,11 @@
 """ResNet backbone returning C2..C5, with model-zoo parameter names.
 
-Bottleneck blocks (ResNet-50/101) or basic blocks (ResNet-18/34, as detectron2's BasicBlock: two 3x3
-convs), by config (``resnet_block_type``). Two variants of the bottleneck architecture, by config: the model zoo's (stride on the 3x3 conv of a
-stage's first block, stem max-pool padded at the bottom/right only, "same" style) and detectron2's
-MSRA one (``stride_in_1x1``: stride on the first 1x1 conv; ``stem_pool_padding: symmetric``: max-pool
-with padding 1 on every side, as ``F.max_pool2d(x, 3, 2, 1)``).
+Bottleneck blocks (ResNet-50/101) or basic blocks (ResNet-18/34, as detectron2's BasicBlock: two
+3x3 convs), by config (``resnet_block_type``). Two variants of the bottleneck architecture, by
+config: the model zoo's (stride on the 3x3 conv of a stage's first block, stem max-pool padded at
+the bottom/right only, "same" style) and detectron2's MSRA one (``stride_in_1x1``: stride on the
+first 1x1 conv; ``stem_pool_padding: symmetric``: max-pool with padding 1 on every side, as
+``F.max_pool2d(x, 3, 2, 1)``).
 """
 from mindspore import nn, ops
 from mindspore.common.initializer import HeNormal
@@ -54,7 +55,6 @@ class Bottleneck(nn.Cell):
         if self.down_sample:
             self.conv_down_sample = _conv(in_channels, out_channels, 1, stride)
             self.bn_down_sample = make_norm(norm, out_channels)
-
         self.stride_in_1x1 = stride_in_1x1
 
     def construct(self, x, mask_in=None, mask_out=None):
