@@ -32,7 +32,24 @@ def _conv(in_ch, out_ch, kernel, stride):
                      has_bias=False, weight_init=HeNormal(mode="fan_out", nonlinearity="relu"))
 
 
-class Bottleneck(nn.Cell):
+class _ResidualBlock(nn.Cell):
+    """What both block types share: the projection shortcut (1x1 conv + norm, model-zoo names
+    ``conv_down_sample`` / ``bn_down_sample``) where the stride or the channels change."""
+
+    def __init__(self, in_channels, out_channels, stride, norm):
+        super().__init__()
+        self.relu = nn.ReLU()
+        self.down_sample = stride != 1 or in_channels != out_channels
+        if self.down_sample:
+            self.conv_down_sample = _conv(in_channels, out_channels, 1, stride)
+            self.bn_down_sample = make_norm(norm, out_channels)
+
+    def shortcut(self, x):
+        """x (N, Cin, H, W) -> (N, Cout, H/stride, W/stride): the projection, or x itself."""
+        return self.bn_down_sample(self.conv_down_sample(x)) if self.down_sample else x
+
+
+class Bottleneck(_ResidualBlock):
     """1x1 -> 3x3 -> 1x1 residual block; (N, Cin, H, W) -> (N, Cout, H/stride, W/stride).
 
     The stride sits on the 3x3 conv, or on the first 1x1 with ``stride_in_1x1``.
@@ -41,7 +58,7 @@ class Bottleneck(nn.Cell):
     expansion = 4
 
     def __init__(self, in_channels, out_channels, stride, norm, stride_in_1x1=False):
-        super().__init__()
+        super().__init__(in_channels, out_channels, stride, norm)
         mid = out_channels // self.expansion
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = _conv(in_channels, mid, 1, stride_1x1)
@@ -50,57 +67,41 @@ class Bottleneck(nn.Cell):
         self.bn2 = make_norm(norm, mid)
         self.conv3 = _conv(mid, out_channels, 1, 1)
         self.bn3 = make_norm(norm, out_channels)
-        self.relu = nn.ReLU()
-        self.down_sample = stride != 1 or in_channels != out_channels
-        if self.down_sample:
-            self.conv_down_sample = _conv(in_channels, out_channels, 1, stride)
-            self.bn_down_sample = make_norm(norm, out_channels)
         self.stride_in_1x1 = stride_in_1x1
 
     def construct(self, x, mask_in=None, mask_out=None):
         """x (N, Cin, H, W); mask_in / mask_out: None, or (N, 1, h, w) ``padding_mask`` masks at the
         block's input / output resolution; the 3x3 conv's input is multiplied by the one at its resolution."""
-        identity = x
         out = self.relu(self.bn1(self.conv1(x)))
         if mask_in is not None:
             out = out * (mask_out if self.stride_in_1x1 else mask_in)
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        if self.down_sample:
-            identity = self.bn_down_sample(self.conv_down_sample(x))
-        return self.relu(out + identity)
+        return self.relu(out + self.shortcut(x))
 
 
-class BasicBlock(nn.Cell):
+class BasicBlock(_ResidualBlock):
     """3x3 -> 3x3 residual block (ResNet-18/34); (N, Cin, H, W) -> (N, Cout, H/stride, W/stride).
 
     The stride sits on the first 3x3 conv; ``stride_in_1x1`` does not apply (there is no 1x1).
     """
 
     def __init__(self, in_channels, out_channels, stride, norm, stride_in_1x1=False):
-        super().__init__()
+        super().__init__(in_channels, out_channels, stride, norm)
         self.conv1 = _conv(in_channels, out_channels, 3, stride)
         self.bn1 = make_norm(norm, out_channels)
         self.conv2 = _conv(out_channels, out_channels, 3, 1)
         self.bn2 = make_norm(norm, out_channels)
-        self.relu = nn.ReLU()
-        self.down_sample = stride != 1 or in_channels != out_channels
-        if self.down_sample:
-            self.conv_down_sample = _conv(in_channels, out_channels, 1, stride)
-            self.bn_down_sample = make_norm(norm, out_channels)
 
     def construct(self, x, mask_in=None, mask_out=None):
         """x (N, Cin, H, W); mask_in / mask_out: as ``Bottleneck``: each 3x3 conv's input is multiplied
         by the mask at its resolution."""
-        identity = x
         out = x if mask_in is None else x * mask_in
         out = self.relu(self.bn1(self.conv1(out)))
         if mask_out is not None:
             out = out * mask_out
         out = self.bn2(self.conv2(out))
-        if self.down_sample:
-            identity = self.bn_down_sample(self.conv_down_sample(x))
-        return self.relu(out + identity)
+        return self.relu(out + self.shortcut(x))
 
 
 BLOCK_TYPES = {"bottleneck": Bottleneck, "basic": BasicBlock}
