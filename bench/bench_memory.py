@@ -107,7 +107,6 @@ def graph_tensors(ir_dir, root):
     over the compiled kernel graphs in ir_dir."""
     by_line = collections.Counter()
     largest = {}
-    total = 0
 
     def add(where, size, shape):
         by_line[where] += size
@@ -122,7 +121,6 @@ def graph_tensors(ir_dir, root):
                 if node:
                     if prim is not None and prim not in _VIEWS:
                         add(where, size or 0, shape)
-                        total += size or 0
                     prim, size, where, shape = node.group(1), None, "(no project line)", ""
                     continue
                 if prim is None:
@@ -141,8 +139,7 @@ def graph_tensors(ir_dir, root):
                     where = f"{os.path.relpath(trace.group(1), root)}:{trace.group(2)}"
         if prim is not None and prim not in _VIEWS:
             add(where, size or 0, shape)
-            total += size or 0
-    return total, by_line, largest
+    return sum(by_line.values()), by_line, largest
 
 
 def main():
