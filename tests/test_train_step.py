@@ -4,7 +4,7 @@ import pytest
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.training.network_define import TrainOneStepCell, split_decay_groups
+from src.training.network_define import TrainOneStepCell, clip_by_global_norm, split_decay_groups
 from src.training import train_monitor
 from src.training.train_monitor import StepMonitor, TrainingError
 
@@ -48,6 +48,25 @@ def test_global_norm_clipping():
     grad = np.concatenate([12 * np.array([1.0, 2.0, 3.0]), [12.0]])
     clipped = grad * 0.5 / np.linalg.norm(grad)
     np.testing.assert_allclose(net.dense.weight.asnumpy()[0], 1 - clipped[:3], rtol=1e-4)
+
+
+@pytest.mark.parametrize("clip_norm", [2.0, 1e3])
+def test_clip_by_global_norm_against_numpy(clip_norm):
+    """Global L2 norm over all tensors (not per tensor), only scaled down, dtypes kept."""
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in [(3, 4, 5), (7,), (2, 1, 3, 3)]]
+    arrays.append(rng.standard_normal((4, 6)).astype(np.float16))
+
+    @ms.jit
+    def clip(grads):
+        return clip_by_global_norm(grads, clip_norm)
+
+    out = clip(tuple(ms.Tensor(a) for a in arrays))
+    norm = np.sqrt(sum((a.astype(np.float64) ** 2).sum() for a in arrays))
+    assert 2.0 < norm < 1e3
+    for a, o in zip(arrays, out):
+        assert o.dtype == ms.Tensor(a).dtype
+        np.testing.assert_allclose(o.asnumpy(), a * clip_norm / max(norm, clip_norm), rtol=2e-3 if a.dtype == np.float16 else 1e-5)
 
 
 def test_monitor_stops_after_max_nan_steps(capsys):

@@ -42,6 +42,23 @@ def split_decay_groups(params, weight_decay, decay_bias_norm):
     return groups
 
 
+def clip_by_global_norm(grads, clip_norm):
+    """Scale all of ``grads`` (tensors of any shapes) by ``clip_norm / max(norm, clip_norm)``.
+
+    ``norm`` is the global L2 norm over every element of every tensor (as ``ops.clip_by_global_norm``).
+    Each tensor's squared norm is the matmul of its flat (1, n) and (n, 1) views: on the CPU a BLAS dot
+    product is several times faster than the Square + ReduceSum that ``ops.clip_by_global_norm``
+    runs per tensor, which took a sixth of the demo's train step (bench/bench_network.py --case clip).
+    """
+    squares = []
+    for g in grads:
+        flat = ops.cast(g, ms.float32).reshape(1, -1)
+        squares.append(ops.matmul(flat, flat.reshape(-1, 1)))
+    norm = ops.sqrt(ops.addn(squares).reshape(()))
+    factor = clip_norm / ops.maximum(norm, clip_norm)
+    return tuple(g * ops.cast(factor, g.dtype) for g in grads)
+
+
 class TrainOneStepCell(nn.TrainOneStepCell):
     """One optimisation step on the total loss; returns (total, components...).
 
@@ -87,7 +104,7 @@ class TrainOneStepCell(nn.TrainOneStepCell):
         else:
             finite = ops.isfinite(losses[0])
         if self.clip_norm > 0:
-            grads = ops.clip_by_global_norm(grads, self.clip_norm)
+            grads = clip_by_global_norm(grads, self.clip_norm)
         if finite:
             losses = ops.depend(losses, self.optimizer(grads))
         return losses
