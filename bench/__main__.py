@@ -1,12 +1,12 @@
 """All benchmarks in one go: ``python -m bench`` (network speed/memory, data conversion/pipeline,
-evaluation post-processing, mask targets, where the train step's memory goes).
+evaluation post-processing, mask targets, where the train step's memory goes, gradient clipping).
 
 Each prints its own table with the machine and the configuration of every figure. Slow: the
 network cases compile a whole graph each (about a minute) and the 768x1280 cases need about 15 GB.
 """
 import sys
 
-from bench import bench_data, bench_eval, bench_mask_targets, bench_memory, bench_network
+from bench import bench_clip, bench_data, bench_eval, bench_mask_targets, bench_memory, bench_network
 
 
 def main():
@@ -18,6 +18,7 @@ def main():
     bench_eval.main()
     bench_mask_targets.main()
     bench_memory.main()
+    bench_clip.main()
     sys.argv = argv
 
 
