@@ -48,7 +48,7 @@ def clip_by_global_norm(grads, clip_norm):
     ``norm`` is the global L2 norm over every element of every tensor (as ``ops.clip_by_global_norm``).
     Each tensor's squared norm is the matmul of its flat (1, n) and (n, 1) views: on the CPU a BLAS dot
     product is several times faster than the Square + ReduceSum that ``ops.clip_by_global_norm``
-    runs per tensor, which took a sixth of the demo's train step (bench/bench_network.py --case clip).
+    runs per tensor (``python -m bench.bench_clip`` prints both).
     """
     squares = []
     for g in grads:
