@@ -34,14 +34,15 @@ def main():
     ms.set_device("CPU")
 
     class Clip(nn.Cell):
-        def __init__(self, fn):
+        def __init__(self, fn, clip_norm):
             super().__init__()
             self.fn = fn
+            self.clip_norm = clip_norm
 
         def construct(self, grads):
-            return self.fn(grads, args.clip_norm)
+            return self.fn(grads, self.clip_norm)
 
-    print("gradient clipping by global norm (median of {} calls, CPU)".format(args.repeats))
+    print(f"gradient clipping by global norm (median of {args.repeats} calls, CPU)")
     for path in args.configs:
         cfg = load_config([f"--config_path={os.path.join(ROOT, path)}", "--num_classes=81"])
         shapes = [p.shape for p in MaskRcnnPointRend(cfg, cfg.batch_size).trainable_params()]
@@ -49,7 +50,7 @@ def main():
         grads = tuple(ms.Tensor(rng.standard_normal(s).astype(np.float32)) for s in shapes)
         outputs, times = [], []
         for fn in (ops.clip_by_global_norm, clip_by_global_norm):
-            cell = Clip(fn)
+            cell = Clip(fn, args.clip_norm)
             cell(grads)
             ts = []
             for _ in range(args.repeats):
