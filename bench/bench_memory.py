@@ -7,34 +7,24 @@ of the RPN and the box head, and of all heads (the compiler prunes what the loss
 the forward pass of all heads without gradients. Each runs in its own process, so each peak RSS is
 its own; "after compile" is the RSS once the graph is compiled, before it runs.
 
-Graph tensors: the kernel graph of the whole train step as MindSpore compiles it
-(MS_DEV_SAVE_GRAPHS), every node's output bytes summed by the project source line that made it
-(the innermost one under src/; views such as Reshape left out), with the largest single output of
-each line. It is a sum over the step, not what is alive at one time, but it names the operations
-whose outputs are large. MindSpore merges equal primitives and keeps one call's source line, so a
-line can stand for a sibling call: the largest output shows which (e.g. RoIAlign's gather of
-(K * 49 * 16, C) rows listed under another ``ops.gather`` line).
+Alive at the peak: the whole train step's kernel graph (MS_DEV_SAVE_GRAPHS) replayed in the order
+MindSpore's runtime launched its kernels (its memory tracker), each output freed after its last
+consumer (``graph_liveness``): the tensors held at the replay's peak, by stage and source line. The
+replay leaves out kernel workspaces and the allocator's overhead, so its peak is below the RSS
+growth of the step; MindSpore merges equal primitives and keeps one call's source line, so a line
+can stand for a sibling call (the largest shape shows which).
 """
 import argparse
-import collections
-import glob
 import os
-import re
 import resource
 import subprocess
 import sys
 import tempfile
 
 from bench.bench_network import ROOT, PRESETS, case_config, machine
+from bench.graph_liveness import alive_at_peak
 
 STAGES = {1: "RPN", 2: "RPN + box head", 3: "all heads"}
-_NODE = re.compile(r"^\s+%\d+\([^)]*\) = (?:PrimFunc_)?([A-Za-z_][A-Za-z0-9_]*)\(")
-_OUTPUT = re.compile(r"<Tensor\[(\w+)\], \(([\d, ]*)\)>")
-_TRACE = re.compile(r"# In file (.+?):(\d+)")
-_VIEWS = {"Reshape", "TupleGetItem", "Load", "ExpandDims", "Squeeze", "Depend", "MakeTuple", "UpdateState",
-          "Flatten", "Return"}
-_BYTES = {"Float32": 4, "Int32": 4, "Float16": 2, "BFloat16": 2, "Bool": 1, "UInt8": 1, "Int8": 1, "Int64": 8,
-          "Float64": 8}
 
 
 def rss_gb():
@@ -102,46 +92,6 @@ def run_stage(args):
     print(f"RESULT {compiled:.2f} {peak:.2f}")
 
 
-def graph_tensors(ir_dir, root):
-    """(total bytes, Counter of bytes by 'file:line', {line: (bytes, text) of its largest output})
-    over the compiled kernel graphs in ir_dir."""
-    by_line = collections.Counter()
-    largest = {}
-
-    def add(where, size, shape):
-        by_line[where] += size
-        if size > largest.get(where, (0, ""))[0]:
-            largest[where] = (size, shape)
-
-    for path in glob.glob(os.path.join(ir_dir, "graph_build_*.ir")):
-        prim, size, where, shape = None, 0, None, ""
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                node = _NODE.match(line)
-                if node:
-                    if prim is not None and prim not in _VIEWS:
-                        add(where, size or 0, shape)
-                    prim, size, where, shape = node.group(1), None, "(no project line)", ""
-                    continue
-                if prim is None:
-                    continue
-                text = line.strip()
-                if size is None and text.startswith(": (<") and "->" in text:
-                    size = 0
-                    for dtype, dims in _OUTPUT.findall(text.split("->", 1)[1]):
-                        count = 1
-                        for dim in filter(None, (d.strip() for d in dims.split(","))):
-                            count *= int(dim)
-                        size += count * _BYTES.get(dtype, 4)
-                        shape = f"{dtype} ({dims})"
-                trace = _TRACE.search(line)
-                if trace and trace.group(1).startswith(os.path.join(root, "src") + os.sep):
-                    where = f"{os.path.relpath(trace.group(1), root)}:{trace.group(2)}"
-        if prim is not None and prim not in _VIEWS:
-            add(where, size or 0, shape)
-    return sum(by_line.values()), by_line, largest
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--height", type=int, default=768)
@@ -151,11 +101,11 @@ def main():
     parser.add_argument("--top", type=int, default=25, help="source lines listed")
     parser.add_argument("--stage", type=int, choices=sorted(STAGES), help=argparse.SUPPRESS)
     parser.add_argument("--forward", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.compile_only:
+    if args.traced:  # one step of the whole train step, under the caller's IR and tracker settings
         cell, inputs = build_step(args, 3, True)
-        cell.compile(*inputs)
+        cell(*inputs).asnumpy()
         return
     if args.stage:
         run_stage(args)
@@ -174,17 +124,21 @@ def main():
             continue
         compiled, peak = result[-1]
         print(f"{name:32s} after compile {compiled} GB, peak RSS {peak} GB", flush=True)
-    with tempfile.TemporaryDirectory() as ir_dir:
-        env = dict(os.environ, MS_DEV_SAVE_GRAPHS="1", MS_DEV_SAVE_GRAPHS_PATH=ir_dir, GLOG_v="3")
-        out = subprocess.run(base + ["--compile-only"], cwd=ROOT, env=env, capture_output=True, text=True)
-        if out.returncode != 0:
-            print(f"compiling the train step failed\n{out.stderr[-2000:]}")
+    with tempfile.TemporaryDirectory() as tmp:
+        ir_dir, tracker_dir = os.path.join(tmp, "ir"), os.path.join(tmp, "tracker")
+        env = dict(os.environ, MS_DEV_SAVE_GRAPHS="1", MS_DEV_SAVE_GRAPHS_PATH=ir_dir, GLOG_v="3",
+                   MS_ALLOC_CONF=f"memory_tracker:True,memory_tracker_path:{tracker_dir}")
+        out = subprocess.run(base + ["--traced"], cwd=ROOT, env=env, capture_output=True, text=True)
+        task_csv = os.path.join(tracker_dir, "task.csv")
+        if out.returncode != 0 or not os.path.exists(task_csv):
+            print(f"tracing the train step failed\n{out.stderr[-2000:]}")
             return
-        total, by_line, largest = graph_tensors(ir_dir, ROOT)
-    print(f"\ncompiled train step: node outputs {total / 2 ** 30:.2f} GiB in all; the largest by source line:")
-    for where, size in by_line.most_common(args.top):
-        print(f"  {size / 2 ** 20:8.1f} MiB  {where:45s} largest: {largest[where][1]}")
-
+        peak, at, rows = alive_at_peak(ir_dir, task_csv, ROOT)
+    print(f"\nalive at the peak of the train step's kernel graph, replayed in the runtime's launch order: "
+          f"{peak / 2 ** 30:.2f} GiB (at {at['prim']}, {at['scope'] or 'top level'});\n"
+          f"the largest by stage and source line (MiB, tensors, largest shape):")
+    for stage, where, size, count, shape in rows[:args.top]:
+        print(f"  {size / 2 ** 20:8.1f} MiB {count:4d}  {stage:28s} {where:42s} {shape}")
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,7 @@
     python -m bench.bench_network                      # the standard table
     python -m bench.bench_network --case infer --height 768 --width 1280 --batch 1
     python -m bench.bench_network --case infer --height 800 --width 1344 --batch 1 --preset detectron2
+    python -m bench.bench_network --case train --height 768 --width 1280 --batch 4 --preset default
     python -m bench.bench_network --case train --height 256 --width 256 --batch 2 --amp_level O2
 
 Each case runs in its own process so that its peak RSS is its own. Times are the median of
@@ -24,7 +25,9 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PRESETS = {"detectron2": os.path.join(ROOT, "configs", "detectron2_pointrend_r50_fpn.yaml")}
+# "default": default_config.yaml as it is (frozen BN, the model zoo's training config)
+PRESETS = {"detectron2": os.path.join(ROOT, "configs", "detectron2_pointrend_r50_fpn.yaml"),
+           "default": os.path.join(ROOT, "default_config.yaml")}
 
 STANDARD_CASES = [
     ("train", 768, 1280, 2), ("train", 256, 256, 2), ("train", 128, 128, 2),
@@ -141,6 +144,7 @@ def main():
     cases = [c + (False, None) for c in STANDARD_CASES] + [("train", 128, 128, 2, True, None),
                                                             ("infer", 128, 128, 2, True, None)]
     cases += [("train", 800, 1344, 2, False, "detectron2"), ("infer", 800, 1344, 1, False, "detectron2")]
+    cases += [("train", 768, 1280, 4, False, "default")]  # the model zoo's batch per device
     for case, h, w, b, small, preset in cases:
         cmd = [sys.executable, "-m", "bench.bench_network", "--case", case, "--height", str(h), "--width", str(w),
                "--batch", str(b), "--repeats", str(args.repeats), "--warmup", str(args.warmup),

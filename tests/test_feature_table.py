@@ -3,7 +3,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import ops
 
-from src.layers.feature_table import LevelLayout, flatten_levels
+from src.layers.feature_table import LevelLayout, flatten_levels, weighted_gather
 from src.layers.point_sample import LevelPointSampler
 from src.layers.roi_align import MultiLevelRoIAlign
 
@@ -88,3 +88,52 @@ def test_roi_align_gradient_reaches_only_the_assigned_level():
     assert float(np.abs(gb.asnumpy()).sum()) == 0
     # total gradient = number of outputs (each output is a convex combination of inputs)
     np.testing.assert_allclose(ga.asnumpy().sum(), 2 * 2 * 2, rtol=1e-5)
+
+
+def test_weighted_gather_value_and_table_gradient_match_numpy():
+    # rows repeat within and across points, so that the table gradient has to accumulate
+    rng = np.random.default_rng(2)
+    table = rng.standard_normal((9, 4)).astype(np.float32)
+    rows = rng.integers(0, 9, size=(5, 3, 6)).astype(np.int32)
+    rows[0, 0, :3] = 7
+    weights = rng.uniform(-1, 1, size=(5, 3, 6)).astype(np.float32)
+    upstream = rng.standard_normal((5, 3, 4)).astype(np.float32)
+
+    def f(t):
+        return (weighted_gather(t, ms.Tensor(rows), ms.Tensor(weights)) * ms.Tensor(upstream)).sum()
+
+    got = weighted_gather(ms.Tensor(table), ms.Tensor(rows), ms.Tensor(weights)).asnumpy()
+    np.testing.assert_allclose(got, np.einsum("abj,abjc->abc", weights, table[rows]), rtol=1e-5, atol=1e-6)
+    grad = ms.jit(ms.grad(f))(ms.Tensor(table)).asnumpy()
+    expected = np.zeros_like(table, dtype=np.float64)
+    for a, b, j in np.ndindex(rows.shape):
+        expected[rows[a, b, j]] += weights[a, b, j] * upstream[a, b]
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_roi_align_gradient_matches_mindspore_kernel():
+    rng = np.random.default_rng(3)
+    strides = [4, 8]
+    img_h, img_w = 64, 96
+    shapes = [(img_h // s, img_w // s) for s in strides]
+    feats = [rng.standard_normal((2, 3, h, w)).astype(np.float32) for h, w in shapes]
+    boxes = np.concatenate([_rois(rng, 12, img_w, img_h, 4, 40), _rois(rng, 8, img_w, img_h, 70, 120)])
+    rois = np.concatenate([rng.integers(0, 2, size=(len(boxes), 1)).astype(np.float32), boxes], 1)
+    upstream = ms.Tensor(rng.standard_normal((len(boxes), 3, 7, 7)).astype(np.float32))
+    align = MultiLevelRoIAlign(shapes, strides, 2, out_size=7, sample_num=2, finest_scale=56)
+
+    def ours(a, b):
+        return (align(flatten_levels((a, b)), ms.Tensor(rois)) * upstream).sum()
+
+    got = ms.grad(ours, grad_position=(0, 1))(*(ms.Tensor(f) for f in feats))
+    scale = np.sqrt((boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1))
+    level = np.clip(np.floor(np.log2(scale / 56 + 1e-6)), 0, 1).astype(int)
+    assert set(level) == {0, 1}
+    def kernel_loss(stride, keep):
+        pool = ops.ROIAlign(7, 7, 1.0 / stride, 2, 1)
+        return lambda x: (pool(x, ms.Tensor(rois)) * upstream * keep).sum()
+
+    for lvl, s in enumerate(strides):
+        keep = ms.Tensor((level == lvl).astype(np.float32).reshape(-1, 1, 1, 1))
+        ref = ms.grad(kernel_loss(s, keep))(ms.Tensor(feats[lvl])).asnumpy()
+        np.testing.assert_allclose(got[lvl].asnumpy(), ref, rtol=1e-4, atol=1e-5)
