@@ -2,7 +2,8 @@
 evaluation post-processing, mask targets, where the train step's memory goes, gradient clipping).
 
 Each prints its own table with the machine and the configuration of every figure. Slow: the
-network cases compile a whole graph each (about a minute) and the 768x1280 cases need about 15 GB.
+network cases compile a whole graph each (about a minute), the 768x1280 batch-2 cases need about
+15 GB and the batch-4 train step about 21 GB.
 """
 import sys
 

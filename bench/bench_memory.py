@@ -1,6 +1,6 @@
-"""Where the train step's memory goes: peak RSS by stage, and the largest tensors of its compiled graph.
+"""Where the train step's memory goes: peak RSS by stage, and the tensors alive at its peak.
 
-    python -m bench.bench_memory [--height 768 --width 1280 --batch 2] [--preset detectron2] [--top 25]
+    python -m bench.bench_memory [--height 768 --width 1280 --batch 2] [--preset default] [--top 25]
 
 Stages: the train step with the losses of the RPN only (backbone, FPN, RPN head, anchor targets),
 of the RPN and the box head, and of all heads (the compiler prunes what the losses do not use), and
@@ -103,7 +103,7 @@ def main():
     parser.add_argument("--forward", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.traced:  # one step of the whole train step, under the caller's IR and tracker settings
+    if args.traced:  # one call of the whole train step, under the caller's IR and tracker settings
         cell, inputs = build_step(args, 3, True)
         cell(*inputs).asnumpy()
         return
@@ -139,6 +139,7 @@ def main():
           f"the largest by stage and source line (MiB, tensors, largest shape):")
     for stage, where, size, count, shape in rows[:args.top]:
         print(f"  {size / 2 ** 20:8.1f} MiB {count:4d}  {stage:28s} {where:42s} {shape}")
+
 
 if __name__ == "__main__":
     main()
