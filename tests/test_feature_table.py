@@ -129,6 +129,7 @@ def test_roi_align_gradient_matches_mindspore_kernel():
     scale = np.sqrt((boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1))
     level = np.clip(np.floor(np.log2(scale / 56 + 1e-6)), 0, 1).astype(int)
     assert set(level) == {0, 1}
+
     def kernel_loss(stride, keep):
         pool = ops.ROIAlign(7, 7, 1.0 / stride, 2, 1)
         return lambda x: (pool(x, ms.Tensor(rois)) * upstream * keep).sum()
