@@ -47,7 +47,8 @@ def machine():
 
 def case_config(height, width, batch, small_test_config, preset):
     """The config of a case: the small test config, the default one with 81 classes and batch
-    statistics BN (random weights: frozen statistics would be meaningless), or a preset's."""
+    statistics BN (with random weights, frozen statistics give meaningless values), or a preset's
+    (frozen BN: the same values caveat, but the graph, time and memory of that config)."""
     sys.path.insert(0, ROOT)
     from src.config import config_from_dict, load_config
     from src.demo.synthetic_batch import SMALL
