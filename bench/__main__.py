@@ -3,7 +3,7 @@ evaluation post-processing, mask targets, where the train step's memory goes, gr
 
 Each prints its own table with the machine and the configuration of every figure. Slow: the
 network cases compile a whole graph each (about a minute), the 768x1280 batch-2 cases need about
-15 GB and the batch-4 train step about 21 GB.
+15 GB and the batch-4 train step about 18 GB.
 """
 import sys
 

@@ -1,11 +1,18 @@
-"""Where the train step's memory goes: peak RSS by stage, and the tensors alive at its peak.
+"""Where the train step's memory goes: peak RSS by stage, the libraries holding it, and the tensors
+alive at its peak.
 
     python -m bench.bench_memory [--height 768 --width 1280 --batch 2] [--preset default] [--top 25]
+                                 [--conv_backward native] [--parts stages libraries replay]
 
 Stages: the train step with the losses of the RPN only (backbone, FPN, RPN head, anchor targets),
 of the RPN and the box head, and of all heads (the compiler prunes what the losses do not use), and
 the forward pass of all heads without gradients. Each runs in its own process, so each peak RSS is
 its own; "after compile" is the RSS once the graph is compiled, before it runs.
+
+By library: the whole train step (compile, then two calls) with ``alloc_by_library.c`` preloaded
+(built with the system C compiler; skipped with a message when there is none): the live bytes of
+allocations of 1 MiB or more, by the shared library that made them (through libstdc++ / libc: the
+first other library up the stack), after compiling and after the two calls, and each library's peak.
 
 Alive at the peak: the whole train step's kernel graph (MS_DEV_SAVE_GRAPHS) replayed in the order
 MindSpore's runtime launched its kernels (its memory tracker), each output freed after its last
@@ -15,8 +22,10 @@ growth of the step; MindSpore merges equal primitives and keeps one call's sourc
 can stand for a sibling call (the largest shape shows which).
 """
 import argparse
+import ctypes
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,6 +34,19 @@ from bench.bench_network import ROOT, PRESETS, case_config, machine
 from bench.graph_liveness import alive_at_peak
 
 STAGES = {1: "RPN", 2: "RPN + box head", 3: "all heads"}
+PARTS = ("stages", "libraries", "replay")
+# what the libraries that hold most of the step's memory hold, by the start of their file name
+LIBRARY_ROLES = {
+    "libmindspore_cpu.so": "MindSpore's CPU memory pool: the graph's tensors",
+    "libdnnl.so": "oneDNN: each primitive's own scratchpad",
+    "_multiarray_umath.": "numpy: the input batch, initial weights",
+    "libmindspore_ms_backend.so": "MindSpore: kernels' host buffers (index tables)",
+    "_c_expression.": "MindSpore: kernels' host buffers (index tables)",
+}
+
+
+def library_role(lib):
+    return next((f": {role}" for start, role in LIBRARY_ROLES.items() if lib.startswith(start)), "")
 
 
 def rss_gb():
@@ -69,7 +91,7 @@ def build_step(args, stages, backward):
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")
-    cfg = case_config(args.height, args.width, args.batch, False, args.preset)
+    cfg = case_config(args.height, args.width, args.batch, False, args.preset, args.conv_backward)
     net = MaskRcnnPointRend(cfg, args.batch)
     net.set_train(True)
     cell = stage_cell(net, stages)
@@ -92,17 +114,73 @@ def run_stage(args):
     print(f"RESULT {compiled:.2f} {peak:.2f}")
 
 
-def main():
+def run_by_library(args):
+    """The traced side of ``by_library``: compile, then two calls, reporting after each."""
+    report = ctypes.CDLL(None).alloc_report
+    report.argtypes = [ctypes.c_char_p]
+    cell, inputs = build_step(args, 3, True)
+    cell.compile(*inputs)
+    report(b"compiled")
+    for _ in range(2):
+        cell(*inputs).asnumpy()
+    report(b"stepped")
+
+
+def by_library(base, tmp):
+    """Print the live bytes by library after compiling and after two calls of the train step."""
+    cc = shutil.which(os.environ.get("CC", "cc"))
+    if cc is None:
+        print("\nby library: skipped, no C compiler (cc) to build bench/alloc_by_library.c")
+        return
+    tracer = os.path.join(tmp, "alloc_by_library.so")
+    built = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", tracer,
+                            os.path.join(ROOT, "bench", "alloc_by_library.c"), "-ldl", "-lpthread"],
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        print(f"\nby library: skipped, building bench/alloc_by_library.c failed\n{built.stderr[-2000:]}")
+        return
+    out = subprocess.run(base + ["--by-library"], cwd=ROOT, env=dict(os.environ, LD_PRELOAD=tracer),
+                         capture_output=True, text=True)
+    rows = {}
+    for line in out.stderr.splitlines():
+        if line.startswith("ALLOC "):
+            _, tag, lib, live, peak = line.split()
+            rows.setdefault(lib, {})[tag] = (int(live), int(peak))
+    if out.returncode != 0 or not rows:
+        print(f"\nby library: the traced train step failed\n{out.stderr[-2000:]}")
+        return
+    print("\nlive allocations of 1 MiB or more by library (GiB): after compiling, after two calls, peak")
+    total = [0, 0]
+    for lib, tags in sorted(rows.items(), key=lambda kv: -kv[1].get("stepped", (0, 0))[1]):
+        compiled, stepped = tags.get("compiled", (0, 0))[0], tags.get("stepped", (0, 0))
+        total = [total[0] + compiled, total[1] + stepped[0]]
+        print(f"  {compiled / 2 ** 30:6.2f} {stepped[0] / 2 ** 30:6.2f} {stepped[1] / 2 ** 30:6.2f}  "
+              f"{lib}{library_role(lib)}")
+    print(f"  {total[0] / 2 ** 30:6.2f} {total[1] / 2 ** 30:6.2f}         all", flush=True)
+
+
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--height", type=int, default=768)
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--preset", choices=sorted(PRESETS))
+    parser.add_argument("--conv_backward", choices=("auto", "native", "taps"),
+                        help="the config's conv_backward (default: the config's, auto)")
     parser.add_argument("--top", type=int, default=25, help="source lines listed")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=PARTS, help="what to measure (default: all)")
     parser.add_argument("--stage", type=int, choices=sorted(STAGES), help=argparse.SUPPRESS)
     parser.add_argument("--forward", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    parser.add_argument("--by-library", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    if args.by_library:
+        run_by_library(args)
+        return
     if args.traced:  # one call of the whole train step, under the caller's IR and tracker settings
         cell, inputs = build_step(args, 3, True)
         cell(*inputs).asnumpy()
@@ -111,9 +189,22 @@ def main():
         run_stage(args)
         return
     config = f"{args.preset} preset" if args.preset else "COCO (81 classes, BN)"
-    print(f"machine: {machine()}; train step {args.height}x{args.width}, batch {args.batch}, {config}", flush=True)
+    print(f"machine: {machine()}; train step {args.height}x{args.width}, batch {args.batch}, {config}"
+          f"{', conv_backward ' + args.conv_backward if args.conv_backward else ''}", flush=True)
     base = [sys.executable, "-m", "bench.bench_memory", "--height", str(args.height), "--width", str(args.width),
-            "--batch", str(args.batch)] + (["--preset", args.preset] if args.preset else [])
+            "--batch", str(args.batch)] + (["--preset", args.preset] if args.preset else []) + \
+        (["--conv_backward", args.conv_backward] if args.conv_backward else [])
+    if "stages" in args.parts:
+        by_stage(base)
+    with tempfile.TemporaryDirectory() as tmp:
+        if "libraries" in args.parts:
+            by_library(base, tmp)
+        if "replay" in args.parts:
+            alive_in_replay(base, tmp, args.top)
+
+
+def by_stage(base):
+    """Print the RSS after compiling and the peak RSS of each stage, each in its own process."""
     for stage, forward in ((1, False), (2, False), (3, False), (3, True)):
         out = subprocess.run(base + ["--stage", str(stage)] + (["--forward"] if forward else []), cwd=ROOT,
                              capture_output=True, text=True)
@@ -124,20 +215,23 @@ def main():
             continue
         compiled, peak = result[-1]
         print(f"{name:32s} after compile {compiled} GB, peak RSS {peak} GB", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        ir_dir, tracker_dir = os.path.join(tmp, "ir"), os.path.join(tmp, "tracker")
-        env = dict(os.environ, MS_DEV_SAVE_GRAPHS="1", MS_DEV_SAVE_GRAPHS_PATH=ir_dir, GLOG_v="3",
-                   MS_ALLOC_CONF=f"memory_tracker:True,memory_tracker_path:{tracker_dir}")
-        out = subprocess.run(base + ["--traced"], cwd=ROOT, env=env, capture_output=True, text=True)
-        task_csv = os.path.join(tracker_dir, "task.csv")
-        if out.returncode != 0 or not os.path.exists(task_csv):
-            print(f"tracing the train step failed\n{out.stderr[-2000:]}")
-            return
-        peak, at, rows = alive_at_peak(ir_dir, task_csv, ROOT)
+
+
+def alive_in_replay(base, tmp, top):
+    """Print what is alive at the peak of the traced train step's replay, by stage and source line."""
+    ir_dir, tracker_dir = os.path.join(tmp, "ir"), os.path.join(tmp, "tracker")
+    env = dict(os.environ, MS_DEV_SAVE_GRAPHS="1", MS_DEV_SAVE_GRAPHS_PATH=ir_dir, GLOG_v="3",
+               MS_ALLOC_CONF=f"memory_tracker:True,memory_tracker_path:{tracker_dir}")
+    out = subprocess.run(base + ["--traced"], cwd=ROOT, env=env, capture_output=True, text=True)
+    task_csv = os.path.join(tracker_dir, "task.csv")
+    if out.returncode != 0 or not os.path.exists(task_csv):
+        print(f"tracing the train step failed\n{out.stderr[-2000:]}")
+        return
+    peak, at, rows = alive_at_peak(ir_dir, task_csv, ROOT)
     print(f"\nalive at the peak of the train step's kernel graph, replayed in the runtime's launch order: "
           f"{peak / 2 ** 30:.2f} GiB (at {at['prim']}, {at['scope'] or 'top level'});\n"
           f"the largest by stage and source line (MiB, tensors, largest shape):")
-    for stage, where, size, count, shape in rows[:args.top]:
+    for stage, where, size, count, shape in rows[:top]:
         print(f"  {size / 2 ** 20:8.1f} MiB {count:4d}  {stage:28s} {where:42s} {shape}")
 
 

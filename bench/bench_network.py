@@ -5,6 +5,7 @@
     python -m bench.bench_network --case infer --height 800 --width 1344 --batch 1 --preset detectron2
     python -m bench.bench_network --case train --height 768 --width 1280 --batch 4 --preset default
     python -m bench.bench_network --case train --height 256 --width 256 --batch 2 --amp_level O2
+    python -m bench.bench_network --case train --height 768 --width 1280 --batch 2 --preset default --conv_backward native
 
 Each case runs in its own process so that its peak RSS is its own. Times are the median of
 ``--repeats`` calls after the first call (graph compilation, reported apart) and an untimed
@@ -45,10 +46,11 @@ def machine():
     return f"{os.cpu_count()} cores, {cpu}"
 
 
-def case_config(height, width, batch, small_test_config, preset):
+def case_config(height, width, batch, small_test_config, preset, conv_backward=None):
     """The config of a case: the small test config, the default one with 81 classes and batch
     statistics BN (with random weights, frozen statistics give meaningless values), or a preset's
-    (frozen BN: the same values caveat, but the graph, time and memory of that config)."""
+    (frozen BN: the same values caveat, but the graph, time and memory of that config); with
+    ``conv_backward`` set, that instead of the config's."""
     sys.path.insert(0, ROOT)
     from src.config import config_from_dict, load_config
     from src.demo.synthetic_batch import SMALL
@@ -56,6 +58,8 @@ def case_config(height, width, batch, small_test_config, preset):
                                                        "backbone_norm": "bn"}
     overrides.update({"img_height": height, "img_width": width, "batch_size": batch, "test_batch_size": batch,
                       "test_score_thr": 0.0})
+    if conv_backward:
+        overrides["conv_backward"] = conv_backward
     if preset:
         overrides.pop("backbone_norm")  # the preset's (frozen BN, as the converted weights)
         return load_config([f"--config_path={PRESETS[preset]}"] + [f"--{k}={v}" for k, v in overrides.items()])
@@ -63,7 +67,7 @@ def case_config(height, width, batch, small_test_config, preset):
 
 
 def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, warmup_seconds=30.0, preset=None,
-             amp_level="O0"):
+             amp_level="O0", conv_backward=None):
     sys.path.insert(0, ROOT)
     from src.utils.runtime import cap_onednn_isa
     cap_onednn_isa()
@@ -78,7 +82,7 @@ def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, w
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")
-    cfg = case_config(height, width, batch, small_test_config, preset)
+    cfg = case_config(height, width, batch, small_test_config, preset, conv_backward)
     net = MaskRcnnPointRend(cfg, batch)
     data = synthetic_batch(cfg, seed=0)
     if case == "train":
@@ -111,6 +115,8 @@ def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, w
     name = "small test" if small_test_config else f"{preset} preset" if preset else "COCO (81 classes, BN)"
     if amp_level != "O0":
         name += f", {amp_level} float16"
+    if conv_backward:
+        name += f", conv_backward {conv_backward}"
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     return {"case": case, "size": f"{height}x{width}", "batch": batch, "config": name,
             "first_call_s": round(first, 2), "warmup_calls": warmed, "repeats": repeats,
@@ -131,12 +137,15 @@ def main():
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a preset config instead of the default")
     parser.add_argument("--amp_level", choices=("O0", "O1", "O2"), default="O0",
                         help="train case: mixed precision in float16 (with a dynamic loss scale)")
+    parser.add_argument("--conv_backward", choices=("auto", "native", "taps"),
+                        help="the config's conv_backward for this case (default: the config's, auto)")
     args = parser.parse_args()
     if args.amp_level != "O0" and args.case != "train":
         parser.error("--amp_level needs --case train (inference runs in float32)")
     if args.case:
         print(json.dumps(run_case(args.case, args.height, args.width, args.batch, args.repeats, args.small,
-                                  args.warmup, args.warmup_seconds, args.preset, args.amp_level)))
+                                  args.warmup, args.warmup_seconds, args.preset, args.amp_level,
+                                  args.conv_backward)))
         return
     print(f"machine: {machine()}; mindspore GRAPH_MODE on CPU; ONEDNN_MAX_CPU_ISA=AVX2; "
           f"median of {args.repeats} calls after the first call and an untimed warm-up of at least "

@@ -10,6 +10,7 @@ from mindspore import nn, ops
 
 from src.config import ConfigError
 from src.layers.box_utils import box_offset_of
+from src.layers.conv2d import resolve_conv_backward, set_conv_backward
 from src.layers.feature_table import LevelLayout, flatten_levels
 from src.layers.padding_mask import anchor_validity, padded_extent, padded_extent_masks
 from src.layers.roi_align import MultiLevelRoIAlign, rois_with_index
@@ -100,6 +101,7 @@ class MaskRcnnPointRend(nn.Cell):
         self.test_roi_index = batch_index_of(batch_size, self.proposal_test.num_proposals)
         self.det_index = batch_index_of(batch_size, self.postprocess.max_per_img)
         self.freeze(cfg.freeze_at, cfg.train_heads_only, unused=[self.rcnn_mask] if use_pointrend else [])
+        set_conv_backward(self, *resolve_conv_backward(cfg.conv_backward, cfg.device_target, cfg.conv_taps_min_mib))
         self.size_divisibility = cfg.size_divisibility
         self.canvas_hw = (cfg.img_height, cfg.img_width)
         self.mask_strides = (2,) + tuple(cfg.anchor_strides)  # the stem's stride, then P2..P6

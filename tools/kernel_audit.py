@@ -4,9 +4,10 @@
                                            train/detectron2 infer/detectron2 train/amp]
 
 This machine has no GPU, so the audit reads what MindSpore says: every graph is compiled here (a
-small config; the primitives do not depend on sizes) with its IR saved, and every primitive of the
-backend graph (after MindSpore's device-independent passes) is looked up in MindSpore's own
-"Supported Platforms" declarations, in this order:
+small config; the primitives do not depend on sizes; ``conv_backward: native``, what ``auto`` runs on
+GPU) with its IR saved, and every primitive of the backend graph (after MindSpore's
+device-independent passes) is looked up in MindSpore's own "Supported Platforms" declarations, in
+this order:
 
 1. the primitive's class (or the ``mindspore.ops`` function its docstring refers to);
 2. the MindSpore API function that created the node, read from the node's source trace in the IR
@@ -102,7 +103,7 @@ from src.training.mixed_precision import apply_mixed_precision
 from src.training.network_define import TrainOneStepCell, WithLossCell, split_decay_groups
 ms.set_context(mode=ms.GRAPH_MODE)
 ms.set_device("CPU")
-cfg = small_config(resnet_block=[1, 1, 1, 1], **{overrides!r})
+cfg = small_config(resnet_block=[1, 1, 1, 1], conv_backward="native", **{overrides!r})
 net = MaskRcnnPointRend(cfg, cfg.batch_size)
 data = synthetic_batch(cfg)
 if {kind!r} == "train":

@@ -3,6 +3,8 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import XavierUniform
 
+from src.layers.conv2d import Conv2d
+
 
 class FeatPyramidNeck(nn.Cell):
     """Lateral 1x1 + output 3x3 convs, top-down x2 upsampling, P6 by stride-2 subsampling of P5
@@ -20,11 +22,11 @@ class FeatPyramidNeck(nn.Cell):
         if num_outs != len(in_channels) + 1:
             raise ValueError(f"fpn_num_outs must be {len(in_channels) + 1} (one extra level), got {num_outs}")
         self.lateral_convs_list = nn.CellList([
-            nn.Conv2d(c, out_channels, 1, has_bias=True, weight_init=XavierUniform(), bias_init="zeros")
+            Conv2d(c, out_channels, 1, has_bias=True, weight_init=XavierUniform(), bias_init="zeros")
             for c in in_channels])
         self.fpn_convs_list = nn.CellList([
-            nn.Conv2d(out_channels, out_channels, 3, pad_mode="same", has_bias=True, weight_init=XavierUniform(),
-                      bias_init="zeros") for _ in in_channels])
+            Conv2d(out_channels, out_channels, 3, pad_mode="same", has_bias=True, weight_init=XavierUniform(),
+                   bias_init="zeros") for _ in in_channels])
         if upsample not in ("bilinear", "nearest"):
             raise ValueError(f"fpn_upsample must be 'bilinear' or 'nearest', got {upsample!r}")
         # The model zoo used the legacy (TF1) bilinear resize; keep it so its weights see the same maps.

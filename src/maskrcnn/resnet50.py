@@ -10,6 +10,8 @@ first 1x1 conv; ``stem_pool_padding: symmetric``: max-pool with padding 1 on eve
 from mindspore import nn, ops
 from mindspore.common.initializer import HeNormal
 
+from src.layers.conv2d import Conv2d
+
 
 def make_norm(kind, channels):
     """Normalisation layer of the backbone.
@@ -28,8 +30,8 @@ def make_norm(kind, channels):
 
 
 def _conv(in_ch, out_ch, kernel, stride):
-    return nn.Conv2d(in_ch, out_ch, kernel, stride=stride, pad_mode="pad", padding=kernel // 2,
-                     has_bias=False, weight_init=HeNormal(mode="fan_out", nonlinearity="relu"))
+    return Conv2d(in_ch, out_ch, kernel, stride=stride, pad_mode="pad", padding=kernel // 2,
+                  has_bias=False, weight_init=HeNormal(mode="fan_out", nonlinearity="relu"))
 
 
 class _ResidualBlock(nn.Cell):

@@ -4,6 +4,7 @@ from mindspore import nn, ops
 from mindspore.common.initializer import Normal
 
 from src.layers.box_utils import smooth_l1
+from src.layers.conv2d import Conv2d
 from src.maskrcnn.bbox_assign_sample import BboxAssignSample
 
 
@@ -12,13 +13,13 @@ class RpnRegClsBlock(nn.Cell):
 
     def __init__(self, in_channels, feat_channels, num_anchors, cls_out_channels):
         super().__init__()
-        self.rpn_conv = nn.Conv2d(in_channels, feat_channels, 3, pad_mode="same", has_bias=True,
-                                  weight_init=Normal(0.01), bias_init="zeros")
+        self.rpn_conv = Conv2d(in_channels, feat_channels, 3, pad_mode="same", has_bias=True,
+                               weight_init=Normal(0.01), bias_init="zeros")
         self.relu = nn.ReLU()
-        self.rpn_cls = nn.Conv2d(feat_channels, num_anchors * cls_out_channels, 1, has_bias=True,
-                                 weight_init=Normal(0.01), bias_init="zeros")
-        self.rpn_reg = nn.Conv2d(feat_channels, num_anchors * 4, 1, has_bias=True, weight_init=Normal(0.01),
-                                 bias_init="zeros")
+        self.rpn_cls = Conv2d(feat_channels, num_anchors * cls_out_channels, 1, has_bias=True,
+                              weight_init=Normal(0.01), bias_init="zeros")
+        self.rpn_reg = Conv2d(feat_channels, num_anchors * 4, 1, has_bias=True, weight_init=Normal(0.01),
+                              bias_init="zeros")
 
     def construct(self, x):
         x = self.relu(self.rpn_conv(x))
