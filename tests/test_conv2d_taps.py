@@ -156,13 +156,15 @@ def test_backbone_fpn_and_rpn_gradients_by_taps_equal_the_native_ones():
     from src.maskrcnn.rpn import RPN
 
     ms.set_context(mode=ms.GRAPH_MODE)
-    cfg = small_config(resnet_block=[1, 2, 1, 1])
+    cfg = small_config(resnet_block=[1, 2, 1, 1], resnet_block_type="basic", resnet_in_channels=[16, 16, 16, 32],
+                       resnet_out_channels=[16, 16, 32, 64], fpn_in_channels=[16, 16, 32, 64], fpn_out_channels=32,
+                       rpn_in_channels=32, rcnn_in_channels=32, rpn_feat_channels=32)
 
     class Pyramid(nn.Cell):
         def __init__(self):
             super().__init__()
-            self.backbone = ResNetFea(cfg.resnet_block, cfg.resnet_in_channels, cfg.resnet_out_channels, "gn",
-                                      frozen_stages=1)
+            self.backbone = ResNetFea(cfg.resnet_block, cfg.resnet_in_channels, cfg.resnet_out_channels, "frozen_bn",
+                                      frozen_stages=1, block_type=cfg.resnet_block_type)
             self.fpn = FeatPyramidNeck(cfg.fpn_in_channels, cfg.fpn_out_channels, cfg.fpn_num_outs)
             self.rpn = RPN(cfg.rpn_in_channels, cfg.rpn_feat_channels, cfg.num_anchors, cfg.rpn_cls_out_channels)
 
@@ -175,8 +177,9 @@ def test_backbone_fpn_and_rpn_gradients_by_taps_equal_the_native_ones():
     grad = ops.GradOperation(get_by_list=True)
     img = ms.Tensor(np.random.default_rng(0).standard_normal((2, 3, 64, 96)).astype(np.float32))
 
-    # the stride-1 3x3 convs: layer1.0, layer2.1 (the first blocks of layer2-4 have stride 2), FPN x4, RPN
-    assert set_conv_backward(net, "taps") == 2 + 4 + 1
+    # the stride-1 3x3 convs of the basic blocks: both of layer1.0 and layer2.1, the second of layer2.0,
+    # layer3.0 and layer4.0 (their first has stride 2); FPN x4; RPN
+    assert set_conv_backward(net, "taps") == 7 + 4 + 1
     by_taps = [g.asnumpy() for g in ms.jit(grad(net, weights))(img)]
     set_conv_backward(net, "native")
     native = [g.asnumpy() for g in ms.jit(grad(net, weights))(img)]

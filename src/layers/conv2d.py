@@ -12,8 +12,9 @@ The "taps" backward of a stride-1 k x k convolution with "same" zero padding use
 - weight gradient: one batched matrix product per kernel tap (i, j): the output gradient times
   the input shifted by (i - k // 2, j - k // 2), both cut to where the shift stays inside the image.
 Their temporaries are graph tensors, which MindSpore's memory pool frees and reuses. The taps cost
-two dozen extra kernels per convolution, which small inputs notice more than a small scratchpad:
-``conv_backward: auto`` takes them only where one image's im2col is at least ``conv_taps_min_mib``.
+about forty extra kernels per convolution (two cuts, a product and a sum per tap), which small
+inputs notice more than a small scratchpad: ``conv_backward: auto`` takes them only where one
+image's im2col is at least ``conv_taps_min_mib``.
 """
 import mindspore as ms
 from mindspore import nn, ops
