@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 
-from bench.bench_network import ROOT, PRESETS, case_config, machine
+from bench.bench_network import ROOT, PRESETS, case_config, checked_case_config, machine
 from bench.graph_liveness import alive_at_peak
 
 STAGES = {1: "RPN", 2: "RPN + box head", 3: "all heads"}
@@ -165,15 +165,17 @@ def parse_args():
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--preset", choices=sorted(PRESETS))
-    parser.add_argument("--conv_backward", choices=("auto", "native", "taps"),
-                        help="the config's conv_backward (default: the config's, auto)")
+    parser.add_argument("--conv_backward", help="auto | native | taps: the config's conv_backward (default: the "
+                                                "config's, auto; the config checks the value)")
     parser.add_argument("--top", type=int, default=25, help="source lines listed")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=PARTS, help="what to measure (default: all)")
     parser.add_argument("--stage", type=int, choices=sorted(STAGES), help=argparse.SUPPRESS)
     parser.add_argument("--forward", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--by-library", action="store_true", help=argparse.SUPPRESS)
-    return parser.parse_args()
+    args = parser.parse_args()
+    checked_case_config(parser, args.height, args.width, args.batch, False, args.preset, args.conv_backward)
+    return args
 
 
 def main():

@@ -66,6 +66,15 @@ def case_config(height, width, batch, small_test_config, preset, conv_backward=N
     return config_from_dict(overrides)
 
 
+def checked_case_config(parser, *case_args):
+    """``case_config(*case_args)``, or the parser's one-line error for a value the config rejects
+    (``--conv_backward``)."""
+    try:
+        return case_config(*case_args)
+    except ValueError as err:  # the config's ConfigError
+        parser.error(str(err))
+
+
 def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, warmup_seconds=30.0, preset=None,
              amp_level="O0", conv_backward=None):
     sys.path.insert(0, ROOT)
@@ -137,12 +146,13 @@ def main():
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a preset config instead of the default")
     parser.add_argument("--amp_level", choices=("O0", "O1", "O2"), default="O0",
                         help="train case: mixed precision in float16 (with a dynamic loss scale)")
-    parser.add_argument("--conv_backward", choices=("auto", "native", "taps"),
-                        help="the config's conv_backward for this case (default: the config's, auto)")
+    parser.add_argument("--conv_backward", help="auto | native | taps: the config's conv_backward for this case "
+                                                "(default: the config's, auto; the config checks the value)")
     args = parser.parse_args()
     if args.amp_level != "O0" and args.case != "train":
         parser.error("--amp_level needs --case train (inference runs in float32)")
     if args.case:
+        checked_case_config(parser, args.height, args.width, args.batch, args.small, args.preset, args.conv_backward)
         print(json.dumps(run_case(args.case, args.height, args.width, args.batch, args.repeats, args.small,
                                   args.warmup, args.warmup_seconds, args.preset, args.amp_level,
                                   args.conv_backward)))

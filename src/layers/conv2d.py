@@ -67,18 +67,18 @@ def tap_weight_grad(x, dout, kernel_size, matmul_t):
 
 
 class TapGradConv(nn.Cell):
-    """conv2d(x, weight), stride 1, zero padding k // 2: the forward pass is MindSpore's Conv2D,
-    the backward the taps one (module docstring), computed in float32.
+    """conv2d(x, weight), stride 1, zero padding k // 2: the forward pass is ``conv`` (the
+    ``nn.Conv2d``'s own Conv2D primitive), the backward the taps one (module docstring), computed in
+    float32.
 
     x (N, Cin, H, W), weight (Cout, Cin, k, k) -> (N, Cout, H, W).
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size):
+    def __init__(self, conv, in_channels, kernel_size):
         super().__init__()
         self.kernel_size = kernel_size
-        pad = kernel_size // 2
-        self.conv = ops.Conv2D(out_channels, kernel_size, pad_mode="pad", pad=pad)
-        self.input_grad_conv = ops.Conv2D(in_channels, kernel_size, pad_mode="pad", pad=pad)
+        self.conv = conv
+        self.input_grad_conv = ops.Conv2D(in_channels, kernel_size, pad_mode="pad", pad=kernel_size // 2)
         self.matmul_t = ops.BatchMatMul(transpose_b=True)
 
     def construct(self, x, weight):
@@ -147,7 +147,7 @@ def set_conv_backward(net, backward, min_mib=0):
         if not isinstance(cell, Conv2d):
             continue
         if backward == "taps" and takes_tap_backward(cell):
-            cell.tap_grad_conv = TapGradConv(cell.in_channels, cell.out_channels, cell.kernel_size[0])
+            cell.tap_grad_conv = TapGradConv(cell.conv2d, cell.in_channels, cell.kernel_size[0])
             cell.taps_min_elements = int(min_mib * 2 ** 20) // 4
             count += 1
         else:
