@@ -98,7 +98,8 @@ static void charge(void *ptr, size_t size, void *ret) {
 }
 
 static void release(void *ptr) {
-    if (!ptr) return;
+    /* inside charge (which holds the lock), dladdr / backtrace only free their own small blocks */
+    if (!ptr || inside) return;
     pthread_mutex_lock(&lock);
     size_t h = slot_of(ptr);
     while (slots[h].ptr && slots[h].ptr != ptr) h = (h + 1) & (SLOTS - 1);

@@ -30,7 +30,7 @@ def test_large_allocations_are_charged_to_their_library_and_released(tmp_path):
     subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", tracer, os.path.join(ROOT, "bench", "alloc_by_library.c"),
                     "-ldl", "-lpthread"], check=True)
     out = subprocess.run([sys.executable, "-c", CHILD], env=dict(os.environ, LD_PRELOAD=tracer),
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, timeout=120)
     rows = {}
     for line in out.stderr.splitlines():
         if line.startswith("ALLOC "):
