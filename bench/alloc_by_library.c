@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <execinfo.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,7 +35,9 @@ static struct { void *ptr; size_t size; int lib; } slots[SLOTS];
 static char names[LIBS][96];
 static long long live[LIBS], peak[LIBS];
 static int nlibs;
-static __thread int inside; /* dladdr / backtrace may allocate */
+static __thread int inside; /* dladdr / backtrace / fprintf may allocate and free */
+static char arena[1 << 16];  /* calloc's memory while dlsym runs, before init */
+static size_t arena_used;
 
 static void init(void) {
     real_malloc = dlsym(RTLD_NEXT, "malloc");
@@ -56,6 +59,7 @@ static int is_plumbing(const char *lib) {
     return !strncmp(lib, "libstdc++", 9) || !strncmp(lib, "libc.so", 7) || strstr(lib, "alloc_by_library");
 }
 
+/* under the lock */
 static int library_index(const char *lib) {
     for (int i = 0; i < nlibs; i++)
         if (!strcmp(names[i], lib)) return i;
@@ -64,19 +68,22 @@ static int library_index(const char *lib) {
     return nlibs++;
 }
 
-static int caller_library(void *ret) {
+/* The file name of the library that made the allocation. Called without the lock held: dladdr and
+ * backtrace take the dynamic loader's lock, and a thread inside dlopen, holding that lock, may free
+ * memory (release takes ours). */
+static const char *caller_library(void *ret) {
     Dl_info info;
     const char *lib = "?";
     if (dladdr(ret, &info) && info.dli_fname) lib = basename_of(info.dli_fname);
-    if (!is_plumbing(lib)) return library_index(lib);
+    if (!is_plumbing(lib)) return lib;
     void *frames[12];
     int depth = backtrace(frames, 12);
     for (int i = 1; i < depth; i++) {
         if (!dladdr(frames[i], &info) || !info.dli_fname) continue;
         const char *up = basename_of(info.dli_fname);
-        if (!is_plumbing(up)) return library_index(up);
+        if (!is_plumbing(up)) return up;
     }
-    return library_index(lib);
+    return lib;
 }
 
 static size_t slot_of(void *ptr) { return ((uintptr_t)ptr >> 12) & (SLOTS - 1); }
@@ -84,8 +91,9 @@ static size_t slot_of(void *ptr) { return ((uintptr_t)ptr >> 12) & (SLOTS - 1); 
 static void charge(void *ptr, size_t size, void *ret) {
     if (!ptr || size < BIG || inside) return;
     inside = 1;
+    const char *name = caller_library(ret);
     pthread_mutex_lock(&lock);
-    int lib = caller_library(ret);
+    int lib = library_index(name);
     size_t h = slot_of(ptr);
     while (slots[h].ptr) h = (h + 1) & (SLOTS - 1);
     slots[h].ptr = ptr;
@@ -98,7 +106,7 @@ static void charge(void *ptr, size_t size, void *ret) {
 }
 
 static void release(void *ptr) {
-    /* inside charge (which holds the lock), dladdr / backtrace only free their own small blocks */
+    /* inside charge or alloc_report, dladdr / backtrace / fprintf only free their own small blocks */
     if (!ptr || inside) return;
     pthread_mutex_lock(&lock);
     size_t h = slot_of(ptr);
@@ -132,10 +140,8 @@ void *malloc(size_t size) {
 void *calloc(size_t count, size_t size) {
     if (!real_calloc) {
         /* dlsym itself may call calloc before init finishes: serve it from a static arena */
-        static char arena[1 << 16];
-        static size_t used;
-        void *p = arena + used;
-        used += (count * size + 15) & ~(size_t)15;
+        void *p = arena + arena_used;
+        arena_used += (count * size + 15) & ~(size_t)15;
         return p;
     }
     void *p = real_calloc(count, size);
@@ -143,9 +149,16 @@ void *calloc(size_t count, size_t size) {
     return p;
 }
 
+static int from_arena(void *ptr) { return (char *)ptr >= arena && (char *)ptr < arena + sizeof arena; }
+
+/* free / realloc of a block too small to have been charged skips the table (and its lock) */
+static void release_heap(void *ptr) {
+    if (ptr && !from_arena(ptr) && malloc_usable_size(ptr) >= BIG) release(ptr);
+}
+
 void *realloc(void *old, size_t size) {
     if (!real_realloc) init();
-    release(old);
+    release_heap(old);
     void *p = real_realloc(old, size);
     charge(p, size, __builtin_return_address(0));
     return p;
@@ -153,7 +166,8 @@ void *realloc(void *old, size_t size) {
 
 void free(void *ptr) {
     if (!real_free) init();
-    release(ptr);
+    if (from_arena(ptr)) return;
+    release_heap(ptr);
     real_free(ptr);
 }
 
@@ -180,15 +194,25 @@ void *mmap(void *addr, size_t size, int prot, int flags, int fd, off_t offset) {
 
 int munmap(void *addr, size_t size) {
     if (!real_munmap) init();
-    release(addr);
+    if (size >= BIG) release(addr);
     return real_munmap(addr, size);
 }
 
 void alloc_report(const char *tag) {
+    inside = 1;
     pthread_mutex_lock(&lock);
     for (int i = 0; i < nlibs; i++)
         if (live[i] >= (16 << 20) || peak[i] >= (16 << 20))
             fprintf(stderr, "ALLOC %s %s %lld %lld\n", tag, names[i], live[i], peak[i]);
     fflush(stderr);
     pthread_mutex_unlock(&lock);
+    inside = 0;
+}
+
+/* a child forked while another thread held the lock would wait for it forever */
+static void lock_for_fork(void) { pthread_mutex_lock(&lock); }
+static void unlock_after_fork(void) { pthread_mutex_unlock(&lock); }
+
+__attribute__((constructor)) static void install_fork_handlers(void) {
+    pthread_atfork(lock_for_fork, unlock_after_fork, unlock_after_fork);
 }

@@ -1,4 +1,5 @@
-"""Inference path of the point head (projected fine table, one class) against its training forward."""
+"""The point head against its layers written from the definition (1x1 convolutions on (C, P) features),
+and its inference path (projected fine table, one class) against its training forward."""
 import numpy as np
 import mindspore as ms
 from mindspore import ops
@@ -30,3 +31,27 @@ def test_predict_class_on_projected_table_equals_full_forward():
     got = head.predict_class(projected, coarse, ms.Tensor(classes)).asnumpy()
     assert got.shape == (3, 10)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def numpy_point_head(head, fine, coarse):
+    """detectron2's StandardPointHead (coarse_pred_each_layer) from the definition: fine (R, C, P),
+    coarse (R, K, P) -> (R, K, P)."""
+    def conv1x1(layer, x):  # Conv1d with kernel 1: weight (out, in, 1, 1) in MindSpore
+        w = layer.weight.asnumpy().reshape(layer.weight.shape[0], -1).astype(np.float64)
+        return np.einsum("oi,rip->rop", w, x) + layer.bias.asnumpy()[None, :, None]
+
+    x = np.concatenate([fine, coarse], 1)
+    for layer in head.seq:
+        x = np.concatenate([np.maximum(conv1x1(layer, x), 0), coarse], 1)
+    return conv1x1(head.predictor, x)
+
+
+def test_point_head_matches_its_layers_from_the_definition():
+    rng = np.random.default_rng(4)
+    head = StandardPointHead(5, fc_dim=6, num_fc=3, num_classes=4)
+    for p in head.get_parameters():  # non-zero biases and O(1) weights, so every term matters
+        p.set_data(ms.Tensor(rng.standard_normal(p.shape).astype(np.float32) * 0.5))
+    fine = rng.standard_normal((3, 5, 7)).astype(np.float32)  # (R, C, P)
+    coarse = rng.standard_normal((3, 4, 7)).astype(np.float32)
+    got = head(ms.Tensor(fine), ms.Tensor(coarse)).asnumpy()
+    np.testing.assert_allclose(got, numpy_point_head(head, fine, coarse), rtol=1e-4, atol=1e-4)

@@ -29,8 +29,8 @@ def analytic(x, y):
 
 
 class FakeCoarseHead(nn.Cell):
-    """(R, 14, 14, C) sampled position features (channels last) -> analytic logits on the 7x7 cells,
-    shifted by 20 x class so that a wrong class shows."""
+    """(R, 7, 7, 2, 2, C) sampled position features (each 7x7 cell's 2x2 patch, channels last) ->
+    analytic logits on the 7x7 cells, shifted by 20 x class so that a wrong class shows."""
 
     def __init__(self, num_classes):
         super().__init__()
@@ -38,7 +38,7 @@ class FakeCoarseHead(nn.Cell):
         self.logits = None
 
     def construct(self, x):
-        pos = x.asnumpy()[..., :2].transpose(0, 3, 1, 2).reshape(x.shape[0], 2, 7, 2, 7, 2).mean(axis=(3, 5))
+        pos = x.asnumpy()[..., :2].mean(axis=(3, 4)).transpose(0, 3, 1, 2)  # (R, 2, 7, 7) cell centres
         logits = analytic(pos[:, 0], pos[:, 1]).astype(np.float32)
         shift = 20.0 * (np.arange(self.num_classes, dtype=np.float32) - PREDICTED_CLASS)
         self.logits = logits[:, None] + shift[None, :, None, None]  # the predicted class holds the analytic logits

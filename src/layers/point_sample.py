@@ -41,6 +41,19 @@ def regular_grid_points(side):
     return np.stack([xs.reshape(-1), ys.reshape(-1)], 1)
 
 
+def patch_grid_points(side, patch):
+    """``regular_grid_points(side)`` grouped by patch: numpy (side * side, 2) in the order
+    (patch row, patch column, row in the patch, column in the patch), so that features sampled at
+    them reshape to (side / patch, side / patch, patch, patch, C) without a transpose.
+
+    Args:
+        side: grid side, a multiple of ``patch``.
+    """
+    cells = side // patch
+    grid = regular_grid_points(side).reshape(cells, patch, cells, patch, 2)
+    return np.ascontiguousarray(grid.transpose(0, 2, 1, 3, 4)).reshape(side * side, 2)
+
+
 def box_points_to_image(boxes, points):
     """Map box-normalised points into image pixels.
 

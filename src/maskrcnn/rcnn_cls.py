@@ -16,7 +16,8 @@ class DenseNoTranpose(nn.Cell):
         self.matmul = ops.MatMul()
 
     def construct(self, x):
-        return self.matmul(x, self.weight) + self.bias
+        # bias_add, not +: see coarse_mask_head.PatchConv
+        return ops.bias_add(self.matmul(x, self.weight), self.bias)
 
 
 class FpnCls(nn.Cell):

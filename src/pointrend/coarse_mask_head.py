@@ -5,34 +5,36 @@ from mindspore.common.initializer import HeNormal, Normal, XavierUniform, initia
 
 
 class PatchConv(nn.Cell):
-    """A k x k convolution with stride k (non-overlapping patches, no padding) on channels-last input.
+    """A k x k convolution with stride k (non-overlapping patches, no padding) on input given patch
+    by patch, channels last.
 
     Parameters have ``nn.Conv2d``'s names, shapes and layout (weight (out, in, k, k), bias (out,)).
-    Written as space-to-depth plus one matmul because oneDNN's stride-2 2x2 convolution gradient
-    with respect to its input was the slowest kernel of the mask branch on CPU (the bench shows the
-    whole train step).
+    Written as one matmul over the patches because oneDNN's stride-2 2x2 convolution gradient with
+    respect to its input was the slowest kernel of the mask branch on CPU (the bench shows the whole
+    train step). The input comes already grouped by patch (the mask branch samples its points in
+    that order, ``patch_grid_points``): regrouping a channels-last map here would be a Transpose,
+    whose CPU kernel keeps an 8-byte offset per element for the life of the graph (README, memory).
 
     Args:
         in_channels, out_channels, kernel: sizes; weight_init: initializer of the weight.
-    construct: (R, H, W, in_channels) with H, W multiples of kernel -> (R, H / k, W / k, out_channels).
+    construct: (R, H / k, W / k, k, k, in_channels), the k x k patch of each output cell ->
+        (R, H / k, W / k, out_channels).
     """
 
     def __init__(self, in_channels, out_channels, kernel, weight_init):
         super().__init__()
-        self.kernel = kernel
         self.weight = Parameter(initializer(weight_init, [out_channels, in_channels, kernel, kernel], ms.float32))
         self.bias = Parameter(initializer("zeros", [out_channels], ms.float32))
         self.matmul = ops.MatMul(transpose_b=True)
 
     def construct(self, x):
-        r, h, w, c = x.shape
-        k = self.kernel
-        oh, ow = h // k, w // k
-        # (R, oh, k, ow, k, C) -> (R, oh, ow, k, k, C): each output cell's patch becomes one row
-        patches = x.reshape(r, oh, k, ow, k, c).transpose(0, 1, 3, 2, 4, 5).reshape(r * oh * ow, k * k * c)
+        r, oh, ow, k, _, c = x.shape
+        patches = x.reshape(r * oh * ow, k * k * c)
         out_channels = self.weight.shape[0]
         weight = self.weight.transpose(0, 2, 3, 1).reshape(out_channels, k * k * c)
-        return (self.matmul(patches, weight) + self.bias).reshape(r, oh, ow, out_channels)
+        # bias_add, not +: MindSpore's CPU kernels of broadcasting element-wise ops keep 16 bytes per
+        # output element for the life of the graph (README, memory)
+        return ops.bias_add(self.matmul(patches, weight), self.bias).reshape(r, oh, ow, out_channels)
 
 
 class CoarseMaskHead(nn.Cell):
@@ -42,8 +44,9 @@ class CoarseMaskHead(nn.Cell):
         in_channels: channels of the sampled features (256); conv_dim: channels after the 2x2/2
             conv; fc_dim, num_fc: the FC stack; out_resolution: side of the output (7);
             num_classes: classes including background.
-    Input (R, 2 * out_resolution, 2 * out_resolution, in_channels), channels last as the point
-    sampler returns it; output (R, num_classes, out_resolution, out_resolution).
+    Input (R, out_resolution, out_resolution, 2, 2, in_channels): fine features on a grid of side
+    2 * out_resolution, grouped by the 2x2 patch of each output cell (``patch_grid_points``);
+    output (R, num_classes, out_resolution, out_resolution).
     """
 
     def __init__(self, in_channels, conv_dim, fc_dim, num_fc, out_resolution, num_classes):

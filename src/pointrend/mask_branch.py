@@ -7,7 +7,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from src.layers.feature_table import LevelLayout
-from src.layers.point_sample import LevelPointSampler, box_points_to_image, point_sample, regular_grid_points
+from src.layers.point_sample import LevelPointSampler, box_points_to_image, patch_grid_points, point_sample
 from src.layers.tensor_utils import select_class
 from src.maskrcnn.mask_loss import mask_rcnn_loss, masked_bce_loss
 from src.maskrcnn.mask_targets import gt_mask_at_points, roi_mask_targets, target_sampling
@@ -35,7 +35,9 @@ class PointRendMaskBranch(nn.Cell):
                                                    cfg.point_feature_stride)
         self.in_side = cfg.coarse_in_resolution
         self.out_side = cfg.coarse_out_resolution
-        self.coarse_grid = ms.Tensor(regular_grid_points(self.in_side))
+        # the coarse head's 2x2/2 conv takes its input patch by patch
+        self.patch = self.in_side // self.out_side
+        self.coarse_grid = ms.Tensor(patch_grid_points(self.in_side, self.patch))
         self.canvas_hw = (cfg.img_height, cfg.img_width)
         self.target_sampling = target_sampling(cfg)
         self.num_candidates, self.num_uncertain, self.num_random = training_point_counts(
@@ -61,7 +63,7 @@ class PointRendMaskBranch(nn.Cell):
         coarse_head = self.heads[0]
         r = rois.shape[0]
         feats = self.fine_sampler(table, batch_index, box_points_to_image(rois, self.coarse_grid))  # (R, S*S, C)
-        return coarse_head(feats.reshape(r, self.in_side, self.in_side, feats.shape[2]))
+        return coarse_head(feats.reshape(r, self.out_side, self.out_side, self.patch, self.patch, feats.shape[2]))
 
     @staticmethod
     def channels_first_samples(sampler, table, batch_index, image_points):
