@@ -24,13 +24,12 @@ can stand for a sibling call (the largest shape shows which).
 import argparse
 import ctypes
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 
-from bench.bench_network import ROOT, PRESETS, case_config, checked_case_config, machine
+from bench.bench_network import ROOT, PRESETS, case_config, checked_case_config, machine, peak_rss_gb
 from bench.graph_liveness import alive_at_peak
 
 STAGES = {1: "RPN", 2: "RPN + box head", 3: "all heads"}
@@ -104,26 +103,19 @@ def build_step(args, stages, backward):
     return cell, inputs
 
 
-def run_stage(args):
+def run_stage(args, report=None):
+    """Compile one stage case, then call it twice; ``report``: the preloaded tracer's
+    ``alloc_report`` (``by_library``), called after compiling and after the calls."""
     cell, inputs = build_step(args, args.stage, not args.forward)
     cell.compile(*inputs)
     compiled = rss_gb()
+    if report:
+        report(b"compiled")
     for _ in range(2):
         cell(*inputs).asnumpy()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
-    print(f"RESULT {compiled:.2f} {peak:.2f}")
-
-
-def run_by_library(args):
-    """The traced side of ``by_library``: compile, then two calls, reporting after each."""
-    report = ctypes.CDLL(None).alloc_report
-    report.argtypes = [ctypes.c_char_p]
-    cell, inputs = build_step(args, 3, True)
-    cell.compile(*inputs)
-    report(b"compiled")
-    for _ in range(2):
-        cell(*inputs).asnumpy()
-    report(b"stepped")
+    if report:
+        report(b"stepped")
+    print(f"RESULT {compiled:.2f} {peak_rss_gb():.2f}")
 
 
 def by_library(base, tmp):
@@ -180,8 +172,11 @@ def parse_args():
 
 def main():
     args = parse_args()
-    if args.by_library:
-        run_by_library(args)
+    if args.by_library:  # the traced side of by_library: the whole train step
+        report = ctypes.CDLL(None).alloc_report
+        report.argtypes = [ctypes.c_char_p]
+        args.stage, args.forward = 3, False
+        run_stage(args, report)
         return
     if args.traced:  # one call of the whole train step, under the caller's IR and tracker settings
         cell, inputs = build_step(args, 3, True)

@@ -66,6 +66,11 @@ def case_config(height, width, batch, small_test_config, preset, conv_backward=N
     return config_from_dict(overrides)
 
 
+def peak_rss_gb():
+    """This process's peak resident memory so far, GB (GiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+
 def checked_case_config(parser, *case_args):
     """``case_config(*case_args)``, or the parser's one-line error for a value the config rejects
     (``--conv_backward``)."""
@@ -126,7 +131,7 @@ def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, w
         name += f", {amp_level} float16"
     if conv_backward:
         name += f", conv_backward {conv_backward}"
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    peak_gb = peak_rss_gb()
     return {"case": case, "size": f"{height}x{width}", "batch": batch, "config": name,
             "first_call_s": round(first, 2), "warmup_calls": warmed, "repeats": repeats,
             "times_s": [round(t, 3) for t in times], "median_s": round(per, 3), "per_image_s": round(per / batch, 3),
