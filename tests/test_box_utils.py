@@ -47,6 +47,25 @@ def test_iou_against_numpy_and_clip():
     np.testing.assert_allclose(clipped.reshape(-1), [0, 3, 99, 49])
 
 
+def test_iou_is_the_float32_quotient():
+    """IoU is inter / union rounded once, as float32 division (detectron2's pairwise_iou) gives it,
+    not a product with a rounded reciprocal; disjoint pairs give exactly 0."""
+    rng = np.random.default_rng(3)
+    a, b = random_boxes(rng, 300), random_boxes(rng, 40)
+    b[0] = [1000, 1000, 1010, 1010]  # meets no box of a
+    got = bbox_overlaps(ms.Tensor(a), ms.Tensor(b)).asnumpy()
+    a3, b3 = a[:, None, :], b[None, :, :]
+    iw = np.maximum(np.minimum(a3[..., 2], b3[..., 2]) - np.maximum(a3[..., 0], b3[..., 0]), np.float32(0))
+    ih = np.maximum(np.minimum(a3[..., 3], b3[..., 3]) - np.maximum(a3[..., 1], b3[..., 1]), np.float32(0))
+    inter = iw * ih
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    assert inter.dtype == union.dtype == np.float32
+    np.testing.assert_array_equal(got, inter / union)
+    assert np.all(got[:, 0] == 0.0)
+
+
 def test_iou_marks_invalid_boxes_and_broadcasts_leading_axes():
     rng = np.random.default_rng(2)
     a = np.stack([random_boxes(rng, 6), random_boxes(rng, 6)])  # (2, 6, 4)

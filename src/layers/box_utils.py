@@ -48,10 +48,15 @@ def bbox_overlaps(boxes1, boxes2, valid2=None):
     area1 = ops.relu(boxes1[..., 2] - boxes1[..., 0]) * ops.relu(boxes1[..., 3] - boxes1[..., 1])
     area2 = ops.relu(boxes2[..., 2] - boxes2[..., 0]) * ops.relu(boxes2[..., 3] - boxes2[..., 1])
     union = expand_to(area1, -1, shape) + expand_to(area2, -2, shape) - inter
-    iou = inter / ops.maximum(union, 1e-6)
+    # Xdivy is x / y (0 where x is 0, as here): MindSpore's CPU RealDiv keeps two 8-byte index
+    # tables per output element for the graph's life (0.94 GiB for the anchors' (2, 245520, 128)).
+    iou = ops.xdivy(inter, ops.maximum(union, 1e-6))
     if valid2 is None:
         return iou
-    return ops.where(expand_to(valid2, -2, shape), iou, ops.full_like(iou, -1.0))
+    # MaskedFill reads its value as a scalar tensor: where(mask, iou, -1.0) would broadcast it with
+    # such tables, and full_like(iou, -1.0) is folded into a constant of the pairs' shape.
+    invalid = expand_to(ops.logical_not(valid2), -2, shape)
+    return ops.masked_fill(iou, invalid, ms.Tensor(-1.0, ms.float32))
 
 
 def encode_deltas(boxes, targets, means, stds, box_offset=1.0):
