@@ -32,8 +32,7 @@ class PatchConv(nn.Cell):
         patches = x.reshape(r * oh * ow, k * k * c)
         out_channels = self.weight.shape[0]
         weight = self.weight.transpose(0, 2, 3, 1).reshape(out_channels, k * k * c)
-        # bias_add, not +: MindSpore's CPU kernels of broadcasting element-wise ops keep 16 bytes per
-        # output element for the life of the graph (README, memory)
+        # bias_add, not +: see rcnn_cls.DenseNoTranpose
         return ops.bias_add(self.matmul(patches, weight), self.bias).reshape(r, oh, ow, out_channels)
 
 
