@@ -7,7 +7,7 @@ its shard of the data and gradients are averaged. See README.md.
 """
 import os
 
-from src.utils.runtime import run_main, setup_context
+from src.utils.runtime import compile_then_release, run_main, setup_context
 
 
 def build_train_cell(cfg, net, steps_per_epoch):
@@ -81,7 +81,10 @@ def train(cfg):
         for index, batch in enumerate(iterator):
             if epoch == start_epoch and index < skip:
                 continue
-            losses = train_cell(*[batch[c] for c in TRAIN_COLUMNS])
+            inputs = [batch[c] for c in TRAIN_COLUMNS]
+            if step == start:
+                compile_then_release(train_cell, *inputs)
+            losses = train_cell(*inputs)
             step += 1
             values = [float(x.asnumpy()) for x in losses]
             if train_cell.dynamic_scale and train_cell.overflow.asnumpy():

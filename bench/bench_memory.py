@@ -7,7 +7,8 @@ alive at its peak.
 Stages: the train step with the losses of the RPN only (backbone, FPN, RPN head, anchor targets),
 of the RPN and the box head, and of all heads (the compiler prunes what the losses do not use), and
 the forward pass of all heads without gradients. Each runs in its own process, so each peak RSS is
-its own; "after compile" is the RSS once the graph is compiled, before it runs.
+its own; "after compile" is the RSS once the graph is compiled and the compiler's freed heap handed
+back (``compile_then_release``, as train.py does), before it runs.
 
 By library: the whole train step (compile, then two calls) with ``alloc_by_library.c`` preloaded
 (built with the system C compiler; skipped with a message when there is none): the live bytes of
@@ -107,7 +108,8 @@ def run_stage(args, report=None):
     """Compile one stage case, then call it twice; ``report``: the preloaded tracer's
     ``alloc_report`` (``by_library``), called after compiling and after the calls."""
     cell, inputs = build_step(args, args.stage, not args.forward)
-    cell.compile(*inputs)
+    from src.utils.runtime import compile_then_release  # importable once build_step has set the path
+    compile_then_release(cell, *inputs)
     compiled = rss_gb()
     if report:
         report(b"compiled")
