@@ -1,6 +1,7 @@
 """``release_free_heap`` hands freed C-heap pages back to the OS, and ``compile_then_release``
 leaves a cell that computes what an uncompiled one does."""
 import ctypes
+import os
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ LIBC = ctypes.CDLL(None)
 
 def rss_bytes():
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 @pytest.mark.skipif(getattr(LIBC, "malloc_trim", None) is None, reason="the C library has no malloc_trim")
