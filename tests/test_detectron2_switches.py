@@ -64,8 +64,8 @@ def detectron2_level(box):
     return int(min(max(math.floor(4 + math.log2(size / 224 + 1e-8)), 2), 5)) - 2
 
 
-@pytest.mark.parametrize("max_samples", [4, 2])
-def test_aligned_adaptive_roi_align_matches_torchvision_definition(max_samples):
+@pytest.mark.parametrize("max_samples,gather_chunk_mib", [(4, 0), (2, 0), (4, 0.02)])
+def test_aligned_adaptive_roi_align_matches_torchvision_definition(max_samples, gather_chunk_mib):
     rng = np.random.default_rng(0)
     strides = [4, 8, 16, 32]
     img_h, img_w = 128, 192
@@ -83,7 +83,7 @@ def test_aligned_adaptive_roi_align_matches_torchvision_definition(max_samples):
     boxes = np.array(boxes, np.float32)
     rois = np.concatenate([np.zeros((len(boxes), 1), np.float32), boxes], 1)
     align = MultiLevelRoIAlign(shapes, strides, 1, out_size=7, sample_num=0, finest_scale=56, aligned=True,
-                               max_sample_num=max_samples)
+                               max_sample_num=max_samples, gather_chunk_mib=gather_chunk_mib)
     got = align(flatten_levels(tuple(ms.Tensor(f) for f in feats)), ms.Tensor(rois)).asnumpy()
     checked = capped = 0
     for k, box in enumerate(boxes[:-1]):

@@ -1,9 +1,15 @@
 """Flat-table RoIAlign and point sampling (src/layers) against MindSpore's ROIAlign kernel and a numpy sampler."""
+import os
+import subprocess
+import sys
+
 import numpy as np
+import pytest
 import mindspore as ms
 from mindspore import ops
 
-from src.layers.feature_table import LevelLayout, flatten_levels, weighted_gather
+from bench.graph_liveness import alive_at_peak
+from src.layers.feature_table import ChunkedWeightedGather, LevelLayout, flatten_levels, weighted_gather
 from src.layers.point_sample import LevelPointSampler
 from src.layers.roi_align import MultiLevelRoIAlign
 
@@ -90,28 +96,134 @@ def test_roi_align_gradient_reaches_only_the_assigned_level():
     np.testing.assert_allclose(ga.asnumpy().sum(), 2 * 2 * 2, rtol=1e-5)
 
 
-def test_weighted_gather_value_and_table_gradient_match_numpy():
-    # rows repeat within and across points, so that the table gradient has to accumulate
+def _gather_case():
+    """A table, rows that repeat within and across points (so that the table gradient has to
+    accumulate), weights and an upstream gradient; and numpy's value and table gradient of
+    sum(weighted_gather(table, rows, weights) * upstream), written from the definition."""
     rng = np.random.default_rng(2)
     table = rng.standard_normal((9, 4)).astype(np.float32)
     rows = rng.integers(0, 9, size=(5, 3, 6)).astype(np.int32)
     rows[0, 0, :3] = 7
+    rows[4, 2, :2] = 7
     weights = rng.uniform(-1, 1, size=(5, 3, 6)).astype(np.float32)
     upstream = rng.standard_normal((5, 3, 4)).astype(np.float32)
+    value = np.einsum("abj,abjc->abc", weights, table[rows])
+    grad = np.zeros_like(table, dtype=np.float64)
+    for a, b, j in np.ndindex(rows.shape):
+        grad[rows[a, b, j]] += weights[a, b, j] * upstream[a, b]
+    return table, rows, weights, upstream, value, grad
+
+
+def _check_gather(gather):
+    table, rows, weights, upstream, value, expected = _gather_case()
 
     def f(t):
-        return (weighted_gather(t, ms.Tensor(rows), ms.Tensor(weights)) * ms.Tensor(upstream)).sum()
+        return (gather(t, ms.Tensor(rows), ms.Tensor(weights)) * ms.Tensor(upstream)).sum()
 
-    got = weighted_gather(ms.Tensor(table), ms.Tensor(rows), ms.Tensor(weights)).asnumpy()
-    np.testing.assert_allclose(got, np.einsum("abj,abjc->abc", weights, table[rows]), rtol=1e-5, atol=1e-6)
+    got = ms.jit(gather)(ms.Tensor(table), ms.Tensor(rows), ms.Tensor(weights)).asnumpy()
+    np.testing.assert_allclose(got, value, rtol=1e-5, atol=1e-6)
     grad = ms.jit(ms.grad(f))(ms.Tensor(table)).asnumpy()
-    expected = np.zeros_like(table, dtype=np.float64)
-    for a, b, j in np.ndindex(rows.shape):
-        expected[rows[a, b, j]] += weights[a, b, j] * upstream[a, b]
     np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_roi_align_gradient_matches_mindspore_kernel():
+def test_weighted_gather_value_and_table_gradient_match_numpy():
+    _check_gather(weighted_gather)
+
+
+@pytest.mark.parametrize("points", [1, 4, 14, 15, 40])
+def test_chunked_weighted_gather_matches_numpy_for_any_chunking(points):
+    # 15 points of 6 neighbours x 4 channels: 15 chunks, 4 uneven ones, two, one, one (the plain look-up)
+    gather = ChunkedWeightedGather(points * 6 * 4 * 4 / 2 ** 20)
+    assert gather.points_per_chunk(6, 4) == points
+    _check_gather(gather)
+
+
+def test_chunked_gather_rejects_a_chunk_of_nothing():
+    with pytest.raises(ValueError, match="gather chunk must be > 0 MiB, got 0"):
+        ChunkedWeightedGather(0)
+    assert ChunkedWeightedGather(1e-9).points_per_chunk(16, 256) == 1
+    with pytest.raises(Exception, match="gather_chunk_mib"):
+        from src.config import config_from_dict
+        config_from_dict({"gather_chunk_mib": -1})
+
+
+LIVENESS_CHILD = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from src.utils.runtime import cap_onednn_isa
+cap_onednn_isa()
+import numpy as np
+import mindspore as ms
+from mindspore import nn, ops
+from src.layers.feature_table import ChunkedWeightedGather, weighted_gather
+
+ms.set_context(mode=ms.GRAPH_MODE)
+ms.set_device("CPU")
+chunk_mib = float(sys.argv[1])
+
+
+class Loss(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.chunked = ChunkedWeightedGather(chunk_mib) if chunk_mib > 0 else None
+
+    def construct(self, table, rows, weights):
+        out = weighted_gather(table, rows, weights) if self.chunked is None else self.chunked(table, rows, weights)
+        return (out * out).sum()
+
+
+class TableGrad(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.loss = Loss()
+        self.grad = ops.GradOperation()
+
+    def construct(self, table, rows, weights):
+        return self.grad(self.loss)(table, rows, weights)
+
+
+rng = np.random.default_rng(0)
+table = ms.Tensor(rng.standard_normal((1000, 64)).astype(np.float32))
+rows = ms.Tensor(rng.integers(0, 1000, (4096, 16)).astype(np.int32))
+weights = ms.Tensor(rng.random((4096, 16)).astype(np.float32))
+TableGrad()(table, rows, weights).asnumpy()
+"""
+
+
+def _replayed_peak(tmp_path, chunk_mib):
+    """(peak bytes, largest tensor alive then in bytes) of the compiled table-gradient graph of
+    4096 points x 16 neighbours x 64 channels (16 MiB of neighbours), replayed in launch order."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    work = tmp_path / f"chunk_{chunk_mib}"
+    work.mkdir()
+    script = work / "child.py"
+    script.write_text(LIVENESS_CHILD)
+    ir_dir, tracker_dir = str(work / "ir"), str(work / "tracker")
+    env = dict(os.environ, MS_DEV_SAVE_GRAPHS="1", MS_DEV_SAVE_GRAPHS_PATH=ir_dir, GLOG_v="3",
+               MS_ALLOC_CONF=f"memory_tracker:True,memory_tracker_path:{tracker_dir}")
+    out = subprocess.run([sys.executable, str(script), str(chunk_mib), root], cwd=str(work), env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    peak, _, rows = alive_at_peak(ir_dir, os.path.join(tracker_dir, "task.csv"), root)
+    return peak, max(int(np.prod(shape_numbers(r[4]))) * 4 for r in rows)
+
+
+def shape_numbers(shape):
+    return [int(v) for v in shape.split("(")[-1].rstrip(")").split(",") if v.strip()]
+
+
+def test_chunked_gather_keeps_one_chunk_of_neighbours_alive(tmp_path):
+    full = 4096 * 16 * 64 * 4  # 16 MiB of gathered neighbours (and as much of their gradient)
+    plain_peak, plain_largest = _replayed_peak(tmp_path, 0)
+    chunked_peak, chunked_largest = _replayed_peak(tmp_path, 2)  # 8 chunks of 2 MiB
+    assert plain_largest >= full
+    assert chunked_largest <= 2 * 2 ** 20
+    assert chunked_peak < plain_peak - full / 2, (plain_peak, chunked_peak)
+
+
+@pytest.mark.parametrize("gather_chunk_mib", [0, 0.05])
+def test_roi_align_gradient_matches_mindspore_kernel(gather_chunk_mib):
+    # 0.05 MiB: chunks of 273 of the 980 bins (16 neighbours x 3 channels each)
     rng = np.random.default_rng(3)
     strides = [4, 8]
     img_h, img_w = 64, 96
@@ -120,7 +232,8 @@ def test_roi_align_gradient_matches_mindspore_kernel():
     boxes = np.concatenate([_rois(rng, 12, img_w, img_h, 4, 40), _rois(rng, 8, img_w, img_h, 70, 120)])
     rois = np.concatenate([rng.integers(0, 2, size=(len(boxes), 1)).astype(np.float32), boxes], 1)
     upstream = ms.Tensor(rng.standard_normal((len(boxes), 3, 7, 7)).astype(np.float32))
-    align = MultiLevelRoIAlign(shapes, strides, 2, out_size=7, sample_num=2, finest_scale=56)
+    align = MultiLevelRoIAlign(shapes, strides, 2, out_size=7, sample_num=2, finest_scale=56,
+                               gather_chunk_mib=gather_chunk_mib)
 
     def ours(a, b):
         return (align(flatten_levels((a, b)), ms.Tensor(rois)) * upstream).sum()

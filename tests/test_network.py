@@ -103,8 +103,13 @@ def test_inference_shapes_and_detections(trained):
 
 
 def test_standard_mask_head_baseline_trains_and_predicts_28x28():
-    cfg = small_config(mask_head="standard", resnet_block=[1, 1, 1, 1])
+    # both RoIAligns gather in chunks: 128 RoIs x 49 bins (box head) and 32 x 196 (mask head), 16
+    # neighbours x 256 channels each: 98 MiB, in three chunks of at most 40 MiB (gather_chunk_mib)
+    cfg = small_config(mask_head="standard", resnet_block=[1, 1, 1, 1], gather_chunk_mib=40)
     net = MaskRcnnPointRend(cfg, cfg.batch_size)
+    assert net.roi_align.chunked_gather.points_per_chunk(16, 256) * 3 > 128 * 49 > \
+        net.roi_align.chunked_gather.points_per_chunk(16, 256) * 2
+    assert net.mask_branch.roi_align.chunked_gather is not None
     batch = synthetic_batch(cfg, seed=4)
     optimizer = nn.Momentum(net.trainable_params(), learning_rate=0.001, momentum=0.9)
     step = TrainOneStepCell(WithLossCell(net, cfg), optimizer)

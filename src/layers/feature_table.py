@@ -12,7 +12,7 @@ Coordinates are in the "pixel index" space of a level: pixel (i, j) of a map has
 import numpy as np
 
 import mindspore as ms
-from mindspore import ops
+from mindspore import nn, ops
 
 
 class LevelLayout:
@@ -130,6 +130,75 @@ def weighted_gather(table, rows, weights):
     picked = ops.gather(table, rows.reshape(-1), 0).reshape(-1, j, c)
     weights = ops.stop_gradient(weights).reshape(-1, 1, j)
     return ops.bmm(weights, picked).reshape(rows.shape[:-1] + (c,))
+
+
+def chunk_bounds(total, size):
+    """(0, size, 2 size, ..., total): the bounds of consecutive chunks of at most ``size`` items."""
+    return tuple(range(0, total, size)) + (total,)
+
+
+class ChunkedWeightedGather(nn.Cell):
+    """``weighted_gather`` over a chunk of points at a time, in the forward and the backward pass.
+
+    The plain look-up gathers all (P, J, C) neighbours at once, and its gradient is a tensor of that
+    size too, scattered into the table in one go. For the box head's RoIAlign in training (1024 RoIs x
+    49 bins x 16 neighbours x 256 channels, float32) each is 784 MiB, the largest tensor of the
+    step. Here a chunk's neighbours are gathered and combined before the next chunk's are gathered,
+    and the backward pass adds a chunk's gradient into the table's before it builds the next one
+    (``depend`` orders them), so that one chunk of that size is alive at a time. The price is one
+    copy of the table's gradient per chunk after the first (``tensor_scatter_add`` writes a new
+    tensor), which grows with the table.
+
+    Args:
+        chunk_mib: the most MiB of gathered float32 neighbours (points x J x C x 4 bytes) per chunk.
+    """
+
+    def __init__(self, chunk_mib):
+        super().__init__()
+        if chunk_mib <= 0:
+            raise ValueError(f"gather chunk must be > 0 MiB, got {chunk_mib}")
+        self.chunk_bytes = int(chunk_mib * 2 ** 20)
+
+    def points_per_chunk(self, j, c):
+        """Points per chunk for J neighbours of C channels (at least one)."""
+        points = self.chunk_bytes // (j * c * 4)
+        return points if points > 0 else 1
+
+    def construct(self, table, rows, weights):
+        """table (T, C); rows int32 (..., J); weights float32 (..., J), no gradient -> (..., C)."""
+        j = rows.shape[-1]
+        c = table.shape[1]
+        rows2 = rows.reshape(-1, j)
+        weights2 = weights.reshape(-1, j)
+        bounds = chunk_bounds(rows2.shape[0], self.points_per_chunk(j, c))
+        if len(bounds) <= 2:  # one chunk, or no points
+            return weighted_gather(table, rows, weights)
+        parts = []
+        for i in range(len(bounds) - 1):
+            source = table if i == 0 else ops.depend(table, parts[-1])
+            parts.append(weighted_gather(source, rows2[bounds[i]:bounds[i + 1]], weights2[bounds[i]:bounds[i + 1]]))
+        return ops.concat(parts, 0).reshape(rows.shape[:-1] + (c,))
+
+    def bprop(self, table, rows, weights, out, dout):
+        j = rows.shape[-1]
+        c = table.shape[1]
+        rows2 = rows.reshape(-1, j)
+        weights2 = ops.cast(weights.reshape(-1, j, 1), dout.dtype)
+        dout2 = dout.reshape(-1, 1, c)
+        bounds = chunk_bounds(rows2.shape[0], self.points_per_chunk(j, c))
+        grad = None
+        for i in range(len(bounds) - 1):
+            a, b = bounds[i], bounds[i + 1]
+            d = dout2[a:b] if grad is None else ops.depend(dout2[a:b], grad)
+            update = ops.bmm(weights2[a:b], d).reshape(-1, c)  # (points * J, C)
+            index = rows2[a:b].reshape(-1)
+            if grad is None:
+                grad = ops.unsorted_segment_sum(update, index, table.shape[0])
+            else:
+                grad = ops.tensor_scatter_add(grad, index.reshape(-1, 1), update)
+        if grad is None:  # no points
+            grad = ops.zeros_like(table)
+        return ops.cast(grad, table.dtype), ops.zeros_like(rows), ops.zeros_like(weights)
 
 
 def bilinear_gather(table, base, height, width, px, py, roi_align_border):

@@ -4,7 +4,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.layers.feature_table import LevelLayout, bilinear_corners, weighted_gather
+from src.layers.feature_table import ChunkedWeightedGather, LevelLayout, bilinear_corners, weighted_gather
 
 
 def map_rois_to_levels(rois, finest_scale, num_levels, box_offset=1.0):
@@ -69,11 +69,13 @@ class MultiLevelRoIAlign(nn.Cell):
         feature_shapes: [(H_l, W_l)] of the pooled levels; strides: their strides.
         batch_size: images per batch; out_size: output side; sample_num: samples per bin side
             (0 = adaptive); finest_scale: RoI side that maps to level 0 (56 in the model zoo);
-        aligned: see above; max_sample_num: the cap of adaptive sampling.
+        aligned: see above; max_sample_num: the cap of adaptive sampling;
+        gather_chunk_mib: > 0: the look-ups gather at most this many MiB of neighbours at a time,
+            forward and backward (``ChunkedWeightedGather``); 0: all at once.
     """
 
     def __init__(self, feature_shapes, strides, batch_size, out_size, sample_num, finest_scale, aligned=False,
-                 max_sample_num=4):
+                 max_sample_num=4, gather_chunk_mib=0):
         super().__init__()
         if sample_num < 0:
             raise ValueError(f"roi_layer.sample_num must be >= 0, got {sample_num}")
@@ -88,6 +90,13 @@ class MultiLevelRoIAlign(nn.Cell):
         self.sample_num = max_sample_num if self.adaptive else sample_num
         self.finest_scale = float(finest_scale)
         self.aligned = aligned
+        self.chunked_gather = ChunkedWeightedGather(gather_chunk_mib) if gather_chunk_mib > 0 else None
+
+    def gather(self, table, rows, weights):
+        """``weighted_gather``, in chunks when so configured."""
+        if self.chunked_gather is None:
+            return weighted_gather(table, rows, weights)
+        return self.chunked_gather(table, rows, weights)
 
     def construct(self, table, rois, extents=None):
         """Pool RoI features.
@@ -144,13 +153,13 @@ class MultiLevelRoIAlign(nn.Cell):
                 r, w = bilinear_corners(base, height, width, px, py, True, border)  # (K, out, out, 4)
                 if self.adaptive:
                     w = w * (share_y[:, sy] * share_x[:, sx]).reshape(-1, 1, 1, 1)
-                    part = weighted_gather(table, r, w)  # (K, out, out, C)
+                    part = self.gather(table, r, w)  # (K, out, out, C)
                     feats = part if feats is None else feats + part
                 else:
                     rows.append(r)
                     weights.append(w * (share_y * share_x))
         if not self.adaptive:
-            feats = weighted_gather(table, ops.concat(rows, -1), ops.concat(weights, -1))  # (K, out, out, C)
+            feats = self.gather(table, ops.concat(rows, -1), ops.concat(weights, -1))  # (K, out, out, C)
         return ops.transpose(feats, (0, 3, 1, 2))
 
 

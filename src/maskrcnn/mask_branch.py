@@ -25,7 +25,7 @@ class StandardMaskBranch(nn.Cell):
         roi = cfg.roi_layer
         self.roi_align = MultiLevelRoIAlign(roi_shapes, cfg.roi_align_featmap_strides, batch_size,
                                             roi.mask_out_size, roi.sample_num, cfg.roi_align_finest_scale,
-                                            roi.aligned, roi.max_sample_num)
+                                            roi.aligned, roi.max_sample_num, cfg.gather_chunk_mib)
         self.output_side = cfg.mask_shape[0]
         self.canvas_hw = (cfg.img_height, cfg.img_width)
         self.target_sampling = target_sampling(cfg)
