@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from src.utils.runtime import run_main, setup_context
+from src.utils.runtime import compile_then_release, run_main, setup_context
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -81,7 +81,10 @@ def infer(cfg):
         padded = pad_batch(rows, batch_size)
         img = np.stack([r[1][0] for r in padded])
         metas = np.stack([r[1][1] for r in padded])
-        outputs = outputs_to_numpy(net(ms.Tensor(img), ms.Tensor(metas)))
+        inputs = (ms.Tensor(img), ms.Tensor(metas))
+        if start == 0:
+            compile_then_release(net, *inputs)
+        outputs = outputs_to_numpy(net(*inputs))
         for path, (image, inputs), det in zip(chunk, rows, split_images(outputs, len(chunk))):
             boxes, segms = detections_to_coco(0, det["boxes"], det["scores"], det["labels"], det["valid"],
                                               det["masks"], inputs[1], inputs[3], categories,

@@ -113,8 +113,7 @@ def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, w
         inputs = [ms.Tensor(data["img"]), ms.Tensor(data["img_metas"])]
         call = lambda: net(*inputs)[4].asnumpy()  # noqa: E731
     start = time.perf_counter()
-    if case == "train":
-        compile_then_release(step, *inputs)  # as train.py does
+    compile_then_release(step if case == "train" else net, *inputs)  # as train.py, eval.py and infer.py do
     call()
     first = time.perf_counter() - start
     warm_start = time.perf_counter()
