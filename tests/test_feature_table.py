@@ -9,6 +9,7 @@ import mindspore as ms
 from mindspore import ops
 
 from bench.graph_liveness import alive_at_peak
+from src.config import config_from_dict
 from src.layers.feature_table import ChunkedWeightedGather, LevelLayout, flatten_levels, weighted_gather
 from src.layers.point_sample import LevelPointSampler
 from src.layers.roi_align import MultiLevelRoIAlign
@@ -143,7 +144,6 @@ def test_chunked_gather_rejects_a_chunk_of_nothing():
         ChunkedWeightedGather(0)
     assert ChunkedWeightedGather(1e-9).points_per_chunk(16, 256) == 1
     with pytest.raises(Exception, match="gather_chunk_mib"):
-        from src.config import config_from_dict
         config_from_dict({"gather_chunk_mib": -1})
 
 
@@ -205,10 +205,11 @@ def _replayed_peak(tmp_path, chunk_mib):
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     peak, _, rows = alive_at_peak(ir_dir, os.path.join(tracker_dir, "task.csv"), root)
-    return peak, max(int(np.prod(shape_numbers(r[4]))) * 4 for r in rows)
+    return peak, max(4 * int(np.prod(_dims(largest_shape))) for *_, largest_shape in rows)
 
 
-def shape_numbers(shape):
+def _dims(shape):
+    """The dimensions of a shape as the replay prints it: 'Float32 (4096, 16, 64)' -> [4096, 16, 64]."""
     return [int(v) for v in shape.split("(")[-1].rstrip(")").split(",") if v.strip()]
 
 

@@ -4,7 +4,8 @@ All pyramid levels of all images are laid out as one table of shape (sum_l B * H
 that RoIAlign (roi_align.py) and point sampling (point_sample.py) can read any level for any RoI
 with one ``gather``. This is what lets every RoI be pooled from its own level only (the model-zoo
 extractor pooled every RoI from all four levels and then picked one), and it is faster on CPU than
-``grid_sample``.
+``grid_sample``. Where one look-up would build too large a tensor of neighbours (the box head's
+RoIAlign in training), ``ChunkedWeightedGather`` reads it in chunks.
 
 Coordinates are in the "pixel index" space of a level: pixel (i, j) of a map has its centre at
 (x=j, y=i).

@@ -92,7 +92,7 @@ class MultiLevelRoIAlign(nn.Cell):
         self.aligned = aligned
         self.chunked_gather = ChunkedWeightedGather(gather_chunk_mib) if gather_chunk_mib > 0 else None
 
-    def gather(self, table, rows, weights):
+    def look_up(self, table, rows, weights):
         """``weighted_gather``, in chunks when so configured."""
         if self.chunked_gather is None:
             return weighted_gather(table, rows, weights)
@@ -153,13 +153,13 @@ class MultiLevelRoIAlign(nn.Cell):
                 r, w = bilinear_corners(base, height, width, px, py, True, border)  # (K, out, out, 4)
                 if self.adaptive:
                     w = w * (share_y[:, sy] * share_x[:, sx]).reshape(-1, 1, 1, 1)
-                    part = self.gather(table, r, w)  # (K, out, out, C)
+                    part = self.look_up(table, r, w)  # (K, out, out, C)
                     feats = part if feats is None else feats + part
                 else:
                     rows.append(r)
                     weights.append(w * (share_y * share_x))
         if not self.adaptive:
-            feats = self.gather(table, ops.concat(rows, -1), ops.concat(weights, -1))  # (K, out, out, C)
+            feats = self.look_up(table, ops.concat(rows, -1), ops.concat(weights, -1))  # (K, out, out, C)
         return ops.transpose(feats, (0, 3, 1, 2))
 
 
