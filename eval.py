@@ -35,13 +35,11 @@ def evaluate(cfg):
     collector = CocoResultCollector(categories, cfg.mask_thr_binary, cfg.eval_workers)
     progress = Progress(total, "eval", unit="images")
     forward_time = host_time = 0.0
-    compiled = False
-    for batch, count in batches(dataset, cfg.test_batch_size, EVAL_COLUMNS):
+    for index, (batch, count) in enumerate(batches(dataset, cfg.test_batch_size, EVAL_COLUMNS)):
         start = time.perf_counter()
         inputs = (ms.Tensor(batch["img"]), ms.Tensor(batch["img_metas"]))
-        if not compiled:
+        if index == 0:
             compile_then_release(net, *inputs)
-            compiled = True
         outputs = outputs_to_numpy(net(*inputs))
         forward_time += time.perf_counter() - start
         start = time.perf_counter()
