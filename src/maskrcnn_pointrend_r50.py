@@ -126,13 +126,14 @@ class MaskRcnnPointRend(nn.Cell):
         """(B, 3, H, W) -> FPN pyramid (P2..P6), the flat table of the RoI levels, and with
         ``padded_extent_only`` each image's padded extent (``size_divisibility``): which anchors lie
         inside it ((B, N) bool) and its size ((B, 2) pixels), else None, None."""
+        # the train graph lays the table out without Transpose's index tables, inference at Transpose's speed
         if not padded_extent_only:
             pyramid = self.fpn_ncek(self.backbone(img))
-            return pyramid, flatten_levels(pyramid[:self.num_roi_levels]), None, None
+            return pyramid, flatten_levels(pyramid[:self.num_roi_levels], self.training), None, None
         masks = padded_extent_masks(img_metas, self.canvas_hw, self.mask_strides, self.size_divisibility)
         pyramid = self.fpn_ncek(self.backbone(img, masks[:-1]), masks[1:])
-        return (pyramid, flatten_levels(pyramid[:self.num_roi_levels]), anchor_validity(masks[1:], self.num_anchors),
-                padded_extent(img_metas, self.size_divisibility))
+        return (pyramid, flatten_levels(pyramid[:self.num_roi_levels], self.training),
+                anchor_validity(masks[1:], self.num_anchors), padded_extent(img_metas, self.size_divisibility))
 
     def construct(self, img, img_metas, gt_bboxes=None, gt_labels=None, gt_valids=None, gt_masks=None):
         if self.training:

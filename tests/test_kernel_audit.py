@@ -15,7 +15,7 @@ MS = os.path.dirname(__import__("mindspore").__file__)
 # The standard-head graphs (model-zoo conventions everywhere) and the detectron2-preset graphs
 # (PointRend mask branch; its train graph in mixed precision, O2 float16) hold every primitive of
 # the other graphs as well: in the full audit (python tools/kernel_audit.py, all seven graphs) none
-# of the 88 primitives occurs only in train/pointrend, infer/pointrend or train/detectron2. Four
+# of the 89 primitives occurs only in train/pointrend, infer/pointrend or train/detectron2. Four
 # graphs instead of seven keep this test at about two minutes.
 CI_GRAPHS = ("train/standard", "infer/standard", "train/amp", "infer/detectron2")
 
@@ -29,6 +29,8 @@ def test_every_primitive_of_both_heads_is_declared_for_gpu():
     assert rows["TensorScatterElements"]["graphs"] == {"infer/detectron2"}
     # RoIAlign's look-ups in chunks (gather_chunk_mib): their backward, with and without amp
     assert {"train/standard", "train/amp"} <= rows["TensorScatterAdd"]["graphs"]
+    # tensor_utils.permute's views (TransposeView), in the train graphs and at inference
+    assert {"train/standard", "train/amp", "infer/standard"} <= rows["TransposeView"]["graphs"]
     assert len(rows) > 60
     # mixed precision: convolutions and matrix products (and their gradients) in float16; losses,
     # sigmoid, IoU, NMS, top-k, RoIAlign and point sampling (batched matrix products) in float32

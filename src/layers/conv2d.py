@@ -19,6 +19,8 @@ image's im2col is at least ``conv_taps_min_mib``.
 import mindspore as ms
 from mindspore import nn, ops
 
+from src.layers.tensor_utils import permute
+
 CONV_BACKWARDS = ("auto", "native", "taps")
 
 
@@ -90,7 +92,7 @@ class TapGradConv(nn.Cell):
             x32, d32 = x.astype(ms.float32), dout.astype(ms.float32)
         if weight.dtype != ms.float32:
             w32 = weight.astype(ms.float32)
-        flipped = ops.reverse(ops.transpose(w32, (1, 0, 2, 3)), (2, 3))  # (Cin, Cout, k, k)
+        flipped = ops.reverse(permute(w32, (1, 0, 2, 3)), (2, 3))  # (Cin, Cout, k, k)
         dx = self.input_grad_conv(d32, flipped)
         dw = tap_weight_grad(x32, d32, self.kernel_size, self.matmul_t)
         return dx.astype(x.dtype), dw.astype(weight.dtype)

@@ -15,6 +15,8 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
+from src.layers.tensor_utils import permute
+
 
 class LevelLayout:
     """Where each (level, image) block lives in the flat feature table.
@@ -41,16 +43,17 @@ class LevelLayout:
                 ms.Tensor(np.array(self.widths, np.int32)))
 
 
-def flatten_levels(features):
+def flatten_levels(features, low_memory=True):
     """Concatenate feature maps into the flat table.
 
     Args:
-        features: tuple of (B, C, H_l, W_l).
+        features: tuple of (B, C, H_l, W_l). low_memory: how the maps are laid out as rows (see
+            ``tensor_utils.permute``).
     Returns:
         (sum_l B * H_l * W_l, C); row of (level l, image b, y, x) = start_l + (b * H_l + y) * W_l + x.
     """
     channels = features[0].shape[1]
-    rows = [ops.transpose(f, (0, 2, 3, 1)).reshape(-1, channels) for f in features]
+    rows = [permute(f, (0, 2, 3, 1), low_memory).reshape(-1, channels) for f in features]
     if len(rows) == 1:
         return rows[0]
     return ops.concat(rows, 0)

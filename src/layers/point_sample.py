@@ -11,9 +11,10 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from src.layers.feature_table import bilinear_gather
+from src.layers.tensor_utils import permute
 
 
-def point_sample(features, points):
+def point_sample(features, points, low_memory=True):
     """Bilinear sampling at normalised points, as ``grid_sample`` with align_corners=False and zero
     padding (detectron2's ``point_sample``).
 
@@ -22,16 +23,17 @@ def point_sample(features, points):
 
     Args:
         features: (N, C, H, W). points: (N, P, 2) in [0, 1]^2 (points outside read zeros).
+        low_memory: how the output is laid out channels first (see ``tensor_utils.permute``).
     Returns:
         (N, C, P).
     """
     n, c, h, w = features.shape
-    table = ops.transpose(features, (0, 2, 3, 1)).reshape(n * h * w, c)
+    table = permute(features, (0, 2, 3, 1)).reshape(n * h * w, c)
     base = ms.Tensor(np.arange(n, dtype=np.int32).reshape(n, 1) * (h * w))
     size_h = ops.ones_like(base) * h
     size_w = ops.ones_like(base) * w
     out = bilinear_gather(table, base, size_h, size_w, points[..., 0] * w - 0.5, points[..., 1] * h - 0.5, False)
-    return ops.transpose(out, (0, 2, 1))
+    return permute(out, (0, 2, 1), low_memory)
 
 
 def regular_grid_points(side):

@@ -160,6 +160,7 @@ class MultiLevelRoIAlign(nn.Cell):
                     weights.append(w * (share_y * share_x))
         if not self.adaptive:
             feats = self.look_up(table, ops.concat(rows, -1), ops.concat(weights, -1))  # (K, out, out, C)
+        # not tensor_utils.permute: MindSpore 2.10 fails to compile a view of a custom-bprop cell's output
         return ops.transpose(feats, (0, 3, 1, 2))
 
 

@@ -1,8 +1,21 @@
-"""Small tensor helpers shared by the heads: row gathers, per-class selection, pairwise operands."""
+"""Small tensor helpers shared by the heads: axis permutation, row gathers, per-class selection, pairwise
+operands."""
 import numpy as np
 
 import mindspore as ms
-from mindspore import ops
+from mindspore import mint, ops
+
+
+def permute(x, perm, low_memory=True):
+    """``x`` with its axes in the order ``perm``, as ``ops.transpose`` computes it (values and gradient).
+
+    MindSpore 2.10's CPU ``Transpose`` kernel builds, when the graph compiles, a table of one 8-byte
+    source offset per output element and keeps it for the graph's life. With ``low_memory`` this is
+    ``mint.permute`` instead: a view (``TransposeView``), copied into place where a contiguous tensor
+    is needed, without a table. That copy is slower; the inference graph, which holds no gradients
+    of these layouts, passes ``low_memory=False`` for its large ones (README, memory section).
+    """
+    return mint.permute(x, perm) if low_memory else ops.transpose(x, perm)
 
 
 def expand_to(x, axis, shape):

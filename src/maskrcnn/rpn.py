@@ -5,6 +5,7 @@ from mindspore.common.initializer import Normal
 
 from src.layers.box_utils import smooth_l1
 from src.layers.conv2d import Conv2d
+from src.layers.tensor_utils import permute
 from src.maskrcnn.bbox_assign_sample import BboxAssignSample
 
 
@@ -48,8 +49,8 @@ class RPN(nn.Cell):
         for x in features:
             cls, reg = block(x)
             batch = cls.shape[0]
-            cls_out.append(ops.transpose(cls, (0, 2, 3, 1)).reshape(batch, -1))
-            reg_out.append(ops.transpose(reg, (0, 2, 3, 1)).reshape(batch, -1, 4))
+            cls_out.append(permute(cls, (0, 2, 3, 1)).reshape(batch, -1))
+            reg_out.append(permute(reg, (0, 2, 3, 1)).reshape(batch, -1, 4))
         # float32 whatever precision amp_level ran the layers in: losses, decoding and NMS read these
         return ops.concat(cls_out, 1).astype(ms.float32), ops.concat(reg_out, 1).astype(ms.float32)
 

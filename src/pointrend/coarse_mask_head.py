@@ -3,6 +3,8 @@ import mindspore as ms
 from mindspore import nn, ops, Parameter
 from mindspore.common.initializer import HeNormal, Normal, XavierUniform, initializer
 
+from src.layers.tensor_utils import permute
+
 
 class PatchConv(nn.Cell):
     """A k x k convolution with stride k (non-overlapping patches, no padding) on input given patch
@@ -31,7 +33,7 @@ class PatchConv(nn.Cell):
         r, oh, ow, k, _, c = x.shape
         patches = x.reshape(r * oh * ow, k * k * c)
         out_channels = self.weight.shape[0]
-        weight = self.weight.transpose(0, 2, 3, 1).reshape(out_channels, k * k * c)
+        weight = permute(self.weight, (0, 2, 3, 1)).reshape(out_channels, k * k * c)
         # bias_add, not +: see rcnn_cls.DenseNoTranpose
         return ops.bias_add(self.matmul(patches, weight), self.bias).reshape(r, oh, ow, out_channels)
 
@@ -64,7 +66,7 @@ class CoarseMaskHead(nn.Cell):
     def construct(self, x):
         x = self.relu(self.reduce_spatial_dim_conv(x))  # (R, out, out, conv_dim)
         # the FCs take detectron2's (C, H, W) flattening order
-        x = ops.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
+        x = permute(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
         for fc in self.fcs_seq:
             x = self.relu(fc(x))
         # float32 whatever precision amp_level ran the layers in: losses and point selection read these

@@ -8,7 +8,7 @@ from mindspore import nn, ops
 
 from src.layers.feature_table import LevelLayout
 from src.layers.point_sample import LevelPointSampler, box_points_to_image, patch_grid_points, point_sample
-from src.layers.tensor_utils import select_class
+from src.layers.tensor_utils import permute, select_class
 from src.maskrcnn.mask_loss import mask_rcnn_loss, masked_bce_loss
 from src.maskrcnn.mask_targets import gt_mask_at_points, roi_mask_targets, target_sampling
 from src.pointrend.point_selection import training_point_counts, training_points, uncertain_grid_points
@@ -66,9 +66,10 @@ class PointRendMaskBranch(nn.Cell):
         return coarse_head(feats.reshape(r, self.out_side, self.out_side, self.patch, self.patch, feats.shape[2]))
 
     @staticmethod
-    def channels_first_samples(sampler, table, batch_index, image_points):
-        """``sampler``'s features at image points (R, P, 2), laid out for the point head: (R, C, P)."""
-        return ops.transpose(sampler(table, batch_index, image_points), (0, 2, 1))
+    def channels_first_samples(sampler, table, batch_index, image_points, low_memory=True):
+        """``sampler``'s features at image points (R, P, 2), laid out for the point head: (R, C, P)
+        (``low_memory``: see ``permute``)."""
+        return permute(sampler(table, batch_index, image_points), (0, 2, 1), low_memory)
 
     def losses(self, table, rois, batch_index, labels, weights, gt_masks, instance, image_hw):
         """Coarse-mask and point losses on the positive RoIs.
@@ -122,8 +123,8 @@ class PointRendMaskBranch(nn.Cell):
                 num_points = min(self.subdivision_num_points, h * w)
                 index, points = uncertain_grid_points(logits[:, 0], num_points)
                 fine = self.channels_first_samples(self.projected_sampler, projected, batch_index,
-                                                   box_points_to_image(boxes, points))
-                refined = point_head.predict_class(fine, point_sample(coarse, points), classes)
+                                                   box_points_to_image(boxes, points), low_memory=False)
+                refined = point_head.predict_class(fine, point_sample(coarse, points, False), classes)
                 flat = ops.tensor_scatter_elements(logits.reshape(r, h * w), index, refined, axis=1)
                 logits = flat.reshape(r, 1, h, w)
         return ops.sigmoid(logits[:, 0])
