@@ -168,13 +168,19 @@ class ChunkedWeightedGather(nn.Cell):
         points = self.chunk_bytes // (j * c * 4)
         return points if points > 0 else 1
 
+    def point_bounds(self, table, rows):
+        """Chunk bounds over the points of a look-up of ``rows`` (..., J) in ``table`` (T, C), shared
+        by the forward and the backward pass."""
+        j = rows.shape[-1]
+        return chunk_bounds(rows.size // j, self.points_per_chunk(j, table.shape[1]))
+
     def construct(self, table, rows, weights):
         """table (T, C); rows int32 (..., J); weights float32 (..., J), no gradient -> (..., C)."""
         j = rows.shape[-1]
         c = table.shape[1]
         rows2 = rows.reshape(-1, j)
         weights2 = weights.reshape(-1, j)
-        bounds = chunk_bounds(rows2.shape[0], self.points_per_chunk(j, c))
+        bounds = self.point_bounds(table, rows)
         if len(bounds) <= 2:  # one chunk, or no points
             return weighted_gather(table, rows, weights)
         parts = []
@@ -189,7 +195,7 @@ class ChunkedWeightedGather(nn.Cell):
         rows2 = rows.reshape(-1, j)
         weights2 = ops.cast(weights.reshape(-1, j, 1), dout.dtype)
         dout2 = dout.reshape(-1, 1, c)
-        bounds = chunk_bounds(rows2.shape[0], self.points_per_chunk(j, c))
+        bounds = self.point_bounds(table, rows)
         grad = None
         for i in range(len(bounds) - 1):
             a, b = bounds[i], bounds[i + 1]

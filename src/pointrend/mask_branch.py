@@ -124,7 +124,7 @@ class PointRendMaskBranch(nn.Cell):
                 index, points = uncertain_grid_points(logits[:, 0], num_points)
                 fine = self.channels_first_samples(self.projected_sampler, projected, batch_index,
                                                    box_points_to_image(boxes, points), low_memory=False)
-                refined = point_head.predict_class(fine, point_sample(coarse, points, False), classes)
+                refined = point_head.predict_class(fine, point_sample(coarse, points, low_memory=False), classes)
                 flat = ops.tensor_scatter_elements(logits.reshape(r, h * w), index, refined, axis=1)
                 logits = flat.reshape(r, 1, h, w)
         return ops.sigmoid(logits[:, 0])
