@@ -1,8 +1,14 @@
-"""Box coder and IoU against MindSpore's BoundingBoxEncode/Decode kernels and numpy."""
+"""Box coder and IoU against MindSpore's BoundingBoxEncode/Decode kernels and numpy; the IoU's
+memory on its replayed graph."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import mindspore as ms
 from mindspore import ops
 
+from bench.graph_liveness import alive_at_peak
 from src.layers.box_utils import bbox_overlaps, clip_boxes, decode_deltas, encode_deltas
 
 
@@ -76,3 +82,45 @@ def test_iou_marks_invalid_boxes_and_broadcasts_leading_axes():
         plain = bbox_overlaps(ms.Tensor(a[k]), ms.Tensor(b[k])).asnumpy()
         np.testing.assert_allclose(got[k][:, valid[k]], plain[:, valid[k]], atol=1e-6)
         assert np.all(got[k][:, ~valid[k]] == -1.0)
+
+
+IOU_LIVENESS_CHILD = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import mindspore as ms
+from mindspore import nn
+from src.layers.box_utils import bbox_overlaps
+
+ms.set_context(mode=ms.GRAPH_MODE)
+ms.set_device("CPU")
+
+
+class Iou(nn.Cell):
+    def construct(self, a, b, valid):
+        return bbox_overlaps(a, b, valid).max(axis=2)
+
+
+rng = np.random.default_rng(0)
+xy = rng.uniform(0, 500, (1, 20000, 2)).astype(np.float32)
+a = np.concatenate([xy, xy + 20], 2)
+b = np.concatenate([xy[:, :64], xy[:, :64] + 30], 2)
+Iou()(ms.Tensor(a), ms.Tensor(b), ms.Tensor(np.ones((1, 64), bool))).asnumpy()
+"""
+
+
+def test_iou_keeps_few_tensors_of_the_pairs_shape_alive(tmp_path):
+    """The runtime launches every ready kernel: without its chain of steps the IoU would hold all
+    eight expanded coordinates of the pairs' shape at once."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = tmp_path / "child.py"
+    script.write_text(IOU_LIVENESS_CHILD)
+    ir_dir, tracker_dir = str(tmp_path / "ir"), str(tmp_path / "tracker")
+    env = dict(os.environ, MS_DEV_SAVE_GRAPHS="1", MS_DEV_SAVE_GRAPHS_PATH=ir_dir, GLOG_v="3",
+               MS_ALLOC_CONF=f"memory_tracker:True,memory_tracker_path:{tracker_dir}")
+    out = subprocess.run([sys.executable, str(script), root], cwd=str(tmp_path), env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    peak, _, _ = alive_at_peak(ir_dir, os.path.join(tracker_dir, "task.csv"), root)
+    pairs = 20000 * 64 * 4  # bytes of one float32 tensor of the pairs' shape
+    assert 2 * pairs < peak <= 5.5 * pairs, peak / pairs  # without the chain: 9.3

@@ -5,6 +5,7 @@ import mindspore as ms
 
 from src.config import ConfigError
 from src.demo.synthetic_batch import small_config
+from src.layers.frozen_batch_norm import folding_saves_memory
 from src.maskrcnn.resnet50 import BasicBlock, ResNetFea
 
 
@@ -36,12 +37,16 @@ def randomise(cell, rng):
             p.set_data(ms.Tensor(rng.normal(0, 0.3, p.shape).astype(np.float32)))
 
 
-@pytest.mark.parametrize("cin,cout,stride", [(8, 16, 2), (16, 16, 1)])
-def test_basic_block_is_two_3x3_convs_with_a_projection_shortcut(cin, cout, stride):
+# the last size is large enough for the frozen BatchNorms to fold into the convolutions
+@pytest.mark.parametrize("cin,cout,stride,size", [(8, 16, 2, (9, 10)), (16, 16, 1, (9, 10)), (4, 8, 2, (24, 22))])
+def test_basic_block_is_two_3x3_convs_with_a_projection_shortcut(cin, cout, stride, size):
     rng = np.random.default_rng(cin + stride)
     block = BasicBlock(cin, cout, stride, "frozen_bn")
+    block.set_train(True)  # frozen BatchNorms fold only in training; they normalise the same in both modes
     randomise(block, rng)
-    x = rng.normal(0, 1, (1, cin, 9, 10)).astype(np.float32)
+    x = rng.normal(0, 1, (1, cin) + size).astype(np.float32)
+    folds = folding_saves_memory(block.conv1, x.shape)
+    assert folds == (size == (24, 22)) and (not folds or folding_saves_memory(block.conv_down_sample, x.shape))
     got = block(ms.Tensor(x)).asnumpy()[0]
     w = lambda conv: conv.weight.asnumpy()  # noqa: E731
     relu = lambda a: np.maximum(a, 0)  # noqa: E731

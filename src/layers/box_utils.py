@@ -31,6 +31,15 @@ def box_offset_of(convention):
     return BOX_OFFSETS[convention]
 
 
+def _pairwise(op, boxes1, boxes2, i, shape, after):
+    """op(coordinate i of boxes1 (..., N, 4), of boxes2 (..., M, 4)) over all pairs: (..., N, M),
+    computed after ``after`` (a tensor, or None)."""
+    a, b = boxes1[..., i], boxes2[..., i]
+    if after is not None:
+        a, b = ops.depend(a, after), ops.depend(b, after)
+    return op(expand_to(a, -1, shape), expand_to(b, -2, shape))
+
+
 def bbox_overlaps(boxes1, boxes2, valid2=None):
     """IoU of every pair.
 
@@ -41,12 +50,16 @@ def bbox_overlaps(boxes1, boxes2, valid2=None):
         (..., N, M) float32 IoU; pairs whose union is empty give 0.
     """
     shape = boxes1.shape[:-1] + (boxes2.shape[-2],)
-    c1 = [expand_to(boxes1[..., i], -1, shape) for i in range(4)]
-    c2 = [expand_to(boxes2[..., i], -2, shape) for i in range(4)]
-    inter = (ops.relu(ops.minimum(c1[2], c2[2]) - ops.maximum(c1[0], c2[0]))
-             * ops.relu(ops.minimum(c1[3], c2[3]) - ops.maximum(c1[1], c2[1])))
+    # MindSpore's runtime launches every kernel whose inputs are ready: the eight expanded
+    # coordinates of the pairs' shape would all be alive at once (1.9 GiB for the anchors'), so
+    # each pairwise step waits for the one before it
+    x1 = _pairwise(ops.maximum, boxes1, boxes2, 0, shape, None)
+    width = ops.relu(_pairwise(ops.minimum, boxes1, boxes2, 2, shape, x1) - x1)
+    y1 = _pairwise(ops.maximum, boxes1, boxes2, 1, shape, width)
+    inter = width * ops.relu(_pairwise(ops.minimum, boxes1, boxes2, 3, shape, y1) - y1)
     area1 = ops.relu(boxes1[..., 2] - boxes1[..., 0]) * ops.relu(boxes1[..., 3] - boxes1[..., 1])
     area2 = ops.relu(boxes2[..., 2] - boxes2[..., 0]) * ops.relu(boxes2[..., 3] - boxes2[..., 1])
+    area1, area2 = ops.depend(area1, inter), ops.depend(area2, inter)
     union = expand_to(area1, -1, shape) + expand_to(area2, -2, shape) - inter
     # Xdivy is x / y (0 where x is 0, as here): MindSpore's CPU RealDiv keeps two 8-byte index
     # tables per output element for the graph's life (0.94 GiB for the anchors' (2, 245520, 128)).

@@ -129,10 +129,15 @@ class Conv2d(nn.Conv2d):
         k = self.kernel_size[0]
         return self.tap_grad_conv is not None and shape[1] * k * k * shape[2] * shape[3] >= self.taps_min_elements
 
-    def construct(self, x):
-        if not self.uses_taps(x.shape):
-            return super().construct(x)
-        out = self.tap_grad_conv(x, self.weight)
+    def construct(self, x, weight=None):
+        """x (N, Cin, H, W) -> (N, Cout, H', W'); weight: None for ``self.weight``, or a kernel of its
+        shape computed from it (``src.layers.frozen_batch_norm`` folds a norm into it)."""
+        if weight is None:
+            weight = self.weight
+        if self.uses_taps(x.shape):
+            out = self.tap_grad_conv(x, weight)
+        else:
+            out = self.conv2d(x, weight)
         if self.has_bias:
             out = self.bias_add(out, self.bias)
         return out

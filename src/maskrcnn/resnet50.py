@@ -11,6 +11,7 @@ from mindspore import nn, ops
 from mindspore.common.initializer import HeNormal
 
 from src.layers.conv2d import Conv2d
+from src.layers.frozen_batch_norm import conv_frozen_batch_norm, folding_saves_memory
 
 
 def make_norm(kind, channels):
@@ -20,13 +21,22 @@ def make_norm(kind, channels):
         pretrained weights). bn: BatchNorm with batch statistics while training. gn: GroupNorm(32).
     All keep the parameter names gamma/beta (and moving_mean/moving_variance for BN).
     """
-    if kind == "frozen_bn":
+    if kind == "frozen_bn":  # in training, ``conv_norm`` folds it into the conv before it where that saves memory
         return nn.BatchNorm2d(channels, eps=1e-5, momentum=0.9, use_batch_statistics=False)
     if kind == "bn":
         return nn.BatchNorm2d(channels, eps=1e-5, momentum=0.9)
     if kind == "gn":
         return nn.GroupNorm(32, channels, eps=1e-5)
     raise ValueError(f"backbone_norm: unknown kind {kind!r}")
+
+
+def conv_norm(conv, norm, x, fold):
+    """``norm(conv(x))``. With ``fold`` (``norm`` is a frozen BatchNorm and the cell trains), computed
+    as one convolution whose backward pass keeps no convolution output, where that keeps less memory
+    (``src.layers.frozen_batch_norm``)."""
+    if fold and folding_saves_memory(conv, x.shape):
+        return conv_frozen_batch_norm(conv, norm, x)
+    return norm(conv(x))
 
 
 def _conv(in_ch, out_ch, kernel, stride):
@@ -41,6 +51,7 @@ class _ResidualBlock(nn.Cell):
     def __init__(self, in_channels, out_channels, stride, norm):
         super().__init__()
         self.relu = nn.ReLU()
+        self.fold_norm = norm == "frozen_bn"
         self.down_sample = stride != 1 or in_channels != out_channels
         if self.down_sample:
             self.conv_down_sample = _conv(in_channels, out_channels, 1, stride)
@@ -48,7 +59,9 @@ class _ResidualBlock(nn.Cell):
 
     def shortcut(self, x):
         """x (N, Cin, H, W) -> (N, Cout, H/stride, W/stride): the projection, or x itself."""
-        return self.bn_down_sample(self.conv_down_sample(x)) if self.down_sample else x
+        if not self.down_sample:
+            return x
+        return conv_norm(self.conv_down_sample, self.bn_down_sample, x, self.fold_norm and self.training)
 
 
 class Bottleneck(_ResidualBlock):
@@ -74,11 +87,12 @@ class Bottleneck(_ResidualBlock):
     def construct(self, x, mask_in=None, mask_out=None):
         """x (N, Cin, H, W); mask_in / mask_out: None, or (N, 1, h, w) ``padding_mask`` masks at the
         block's input / output resolution; the 3x3 conv's input is multiplied by the one at its resolution."""
-        out = self.relu(self.bn1(self.conv1(x)))
+        fold = self.fold_norm and self.training
+        out = self.relu(conv_norm(self.conv1, self.bn1, x, fold))
         if mask_in is not None:
             out = out * (mask_out if self.stride_in_1x1 else mask_in)
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        out = self.relu(conv_norm(self.conv2, self.bn2, out, fold))
+        out = conv_norm(self.conv3, self.bn3, out, fold)
         return self.relu(out + self.shortcut(x))
 
 
@@ -98,11 +112,12 @@ class BasicBlock(_ResidualBlock):
     def construct(self, x, mask_in=None, mask_out=None):
         """x (N, Cin, H, W); mask_in / mask_out: as ``Bottleneck``: each 3x3 conv's input is multiplied
         by the mask at its resolution."""
+        fold = self.fold_norm and self.training
         out = x if mask_in is None else x * mask_in
-        out = self.relu(self.bn1(self.conv1(out)))
+        out = self.relu(conv_norm(self.conv1, self.bn1, out, fold))
         if mask_out is not None:
             out = out * mask_out
-        out = self.bn2(self.conv2(out))
+        out = conv_norm(self.conv2, self.bn2, out, fold)
         return self.relu(out + self.shortcut(x))
 
 
@@ -136,6 +151,7 @@ class ResNetFea(nn.Cell):
         stem = in_channels[0]
         self.conv1 = _conv(3, stem, 7, 2)
         self.bn1 = make_norm(norm, stem)
+        self.fold_norm = norm == "frozen_bn"
         self.relu = nn.ReLU()
         if stem_pool_padding == "same":
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same")
@@ -174,7 +190,7 @@ class ResNetFea(nn.Cell):
     def construct(self, x, masks=None):
         """x (B, 3, H, W); masks: None, or ``padding_mask.padded_extent_masks`` at strides 2..32 to
         compute features as on an image padded only to its own extent."""
-        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.relu(conv_norm(self.conv1, self.bn1, x, self.fold_norm and self.training))
         if masks is None:
             x = self.cut(self.maxpool(x), 1)
             c2 = self.cut(self.layer1(x), 2)

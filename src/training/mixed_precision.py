@@ -12,7 +12,8 @@ O1: MindSpore's operator-level autocast (``mindspore.amp.auto_mixed_precision`` 
     float32 as detectron2 keeps its RoIAlign and grid_sample. MindSpore's own "O1" rewrites the
     Python source and fails on this network.
 O2: O1, and the backbone and the FPN entirely in ``amp_dtype``, activations included; their
-    normalisation layers compute in float32.
+    normalisation layers compute in float32 (but for the frozen BatchNorms that training folds into
+    their convolutions, ``src/layers/frozen_batch_norm.py``, which compute with them).
 
 At every level the FPN and the heads return float32 (each casts its output), so everything after
 them computes as at O0: losses, sigmoid and softmax, box encoding and decoding, IoU, NMS, RoIAlign
