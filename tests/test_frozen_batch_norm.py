@@ -1,6 +1,6 @@
 """A frozen BatchNorm folded into the convolution before it (``src.layers.frozen_batch_norm``):
 values and the gradients of input, kernel, gamma and beta against numpy written from the
-definition of convolution and BatchNorm on moving statistics; the backbone computes it so."""
+definition of convolution and BatchNorm on moving statistics; which of the backbone's norms fold."""
 import numpy as np
 import pytest
 

@@ -3,11 +3,12 @@
 MindSpore's BatchNorm gradient (``BatchNormGrad``) reads the norm's input, so a BatchNorm after a
 convolution keeps that convolution's output alive from the forward pass until the backward pass
 reaches it: in the backbone (the model zoo's frozen BatchNorms train gamma and beta), about half of
-the activations the train step keeps (README, memory section). With fixed statistics the norm is an affine map per output channel,
-``z * s + (beta - mean * s)`` with ``s = gamma / sqrt(var + eps)``, so it folds into the
-convolution: ``conv(x, W * s) + (beta - mean * s)``. The values are BatchNorm's up to float
-rounding, and the gradients of ``W``, ``gamma`` and ``beta`` follow from the same function; the
-backward pass needs only the convolution's input, which it keeps anyway for ``W``'s gradient.
+the activations the train step keeps (README, memory section). With fixed statistics the norm is
+an affine map per output channel, ``z * s + (beta - mean * s)`` with ``s = gamma / sqrt(var + eps)``,
+so it folds into the convolution: ``conv(x, W * s) + (beta - mean * s)``. The values are
+BatchNorm's up to float rounding, and the gradients of ``W``, ``gamma`` and ``beta`` follow from the
+same function; the backward pass needs only the convolution's input, which it keeps anyway for
+``W``'s gradient.
 """
 from mindspore import ops
 
