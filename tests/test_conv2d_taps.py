@@ -11,19 +11,21 @@ from src.config import config_from_dict
 from src.layers.conv2d import Conv2d, resolve_conv_backward, set_conv_backward, takes_tap_backward
 
 
-def numpy_conv_grads(x, w, dout):
-    """Gradients of sum(conv2d(x, w) * dout) (stride 1, zero padding k // 2), from the definition
-    out[n, o, y, x] = sum_{c, i, j} w[o, c, i, j] xp[n, c, y + i, x + j] (xp: x zero-padded)."""
+def numpy_conv_grads(x, w, dout, stride=1):
+    """Gradients of sum(conv2d(x, w) * dout) (zero padding k // 2), from the definition
+    out[n, o, y, x] = sum_{c, i, j} w[o, c, i, j] xp[n, c, s y + i, s x + j] (xp: x zero-padded)."""
     k = w.shape[2]
     p = k // 2
-    n, c, h, wd = x.shape
+    h, wd = x.shape[2:]
+    oh, ow = dout.shape[2:]
     xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))).astype(np.float64)
-    windows = np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(2, 3))  # (N, C, H, W, k, k)
-    dw = np.einsum("noyx,ncyxij->ocij", dout, windows)
+    dw = np.zeros(w.shape)
     dxp = np.zeros_like(xp)
     for i in range(k):
         for j in range(k):
-            dxp[:, :, i:i + h, j:j + wd] += np.einsum("noyx,oc->ncyx", dout, w[:, :, i, j])
+            rows, cols = slice(i, i + stride * (oh - 1) + 1, stride), slice(j, j + stride * (ow - 1) + 1, stride)
+            dw[:, :, i, j] = np.einsum("noyx,ncyx->oc", dout, xp[:, :, rows, cols])
+            dxp[:, :, rows, cols] += np.einsum("noyx,oc->ncyx", dout, w[:, :, i, j])
     return dxp[:, :, p:p + h, p:p + wd], dw
 
 
@@ -46,14 +48,19 @@ def conv_grads(cell, x, dout):
     return dx.asnumpy(), dw.asnumpy(), db.asnumpy()
 
 
-@pytest.mark.parametrize("kernel, pad_mode, shape", [(3, "same", (2, 3, 7, 9)), (5, "pad", (1, 4, 6, 5))])
-def test_tap_gradients_equal_the_definition_and_mindspore_kernels(kernel, pad_mode, shape):
+@pytest.mark.parametrize("kernel, pad_mode, stride, shape", [
+    (3, "same", 1, (2, 3, 7, 9)), (5, "pad", 1, (1, 4, 6, 5)),
+    # stride 2: even and odd sizes (the last phase row / column outside), a 5 x 5 kernel, an image
+    # smaller than the kernel
+    (3, "pad", 2, (2, 3, 8, 10)), (3, "pad", 2, (1, 4, 7, 9)), (5, "pad", 2, (2, 3, 9, 6)), (3, "pad", 2, (1, 2, 1, 2))])
+def test_tap_gradients_equal_the_definition_and_mindspore_kernels(kernel, pad_mode, stride, shape):
     ms.set_context(mode=ms.GRAPH_MODE)
-    rng = np.random.default_rng(kernel)
+    rng = np.random.default_rng(kernel + shape[2])
     x = rng.standard_normal(shape).astype(np.float32)
     cout = 6
-    dout = rng.standard_normal((shape[0], cout) + shape[2:]).astype(np.float32)
-    kwargs = dict(pad_mode=pad_mode, padding=kernel // 2 if pad_mode == "pad" else 0, has_bias=True,
+    out_hw = tuple(-(-size // stride) for size in shape[2:])
+    dout = rng.standard_normal((shape[0], cout) + out_hw).astype(np.float32)
+    kwargs = dict(stride=stride, pad_mode=pad_mode, padding=kernel // 2 if pad_mode == "pad" else 0, has_bias=True,
                   weight_init="normal", bias_init="normal")
     taps = Conv2d(shape[1], cout, kernel, **kwargs)
     assert set_conv_backward(taps, "taps") == 1 and taps.tap_grad_conv is not None
@@ -62,7 +69,7 @@ def test_tap_gradients_equal_the_definition_and_mindspore_kernels(kernel, pad_mo
     native.bias.set_data(taps.bias.value())
 
     dx, dw, db = conv_grads(taps, x, dout)
-    ref_dx, ref_dw = numpy_conv_grads(x, taps.weight.asnumpy(), dout)
+    ref_dx, ref_dw = numpy_conv_grads(x, taps.weight.asnumpy(), dout, stride)
     np.testing.assert_allclose(dx, ref_dx, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(dw, ref_dw, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(db, dout.sum((0, 2, 3)), rtol=1e-5, atol=1e-4)
@@ -93,8 +100,11 @@ def test_which_convolutions_take_the_tap_backward():
     assert takes_tap_backward(Conv2d(4, 4, 3, pad_mode="same"))
     assert takes_tap_backward(Conv2d(4, 4, 3, pad_mode="pad", padding=1))
     assert takes_tap_backward(Conv2d(4, 4, 5, pad_mode="pad", padding=(2, 2, 2, 2)))
+    assert takes_tap_backward(Conv2d(4, 4, 3, stride=2, pad_mode="pad", padding=1))
     assert not takes_tap_backward(Conv2d(4, 4, 1))  # no im2col in a 1 x 1 backward
-    assert not takes_tap_backward(Conv2d(4, 4, 3, stride=2, pad_mode="pad", padding=1))
+    assert not takes_tap_backward(Conv2d(4, 4, 3, stride=2, pad_mode="same"))  # pads even sizes on one side
+    assert not takes_tap_backward(Conv2d(4, 4, 3, stride=3, pad_mode="pad", padding=1))
+    assert not takes_tap_backward(Conv2d(4, 4, 3, stride=(1, 2), pad_mode="pad", padding=1))
     assert not takes_tap_backward(Conv2d(4, 4, 3, pad_mode="pad", padding=(1, 0, 1, 0)))
     assert not takes_tap_backward(Conv2d(4, 4, 3, pad_mode="valid"))
     assert not takes_tap_backward(Conv2d(4, 4, 3, pad_mode="same", dilation=2))
@@ -102,8 +112,9 @@ def test_which_convolutions_take_the_tap_backward():
     assert not takes_tap_backward(Conv2d(4, 4, (3, 1), pad_mode="same"))
 
     cells = nn.SequentialCell([Conv2d(4, 4, 3, pad_mode="same"), Conv2d(4, 4, 3, stride=2, pad_mode="same"),
-                               Conv2d(4, 4, 1), nn.Conv2d(4, 4, 3, pad_mode="same")])
-    assert set_conv_backward(cells, "taps") == 1
+                               Conv2d(4, 4, 1), nn.Conv2d(4, 4, 3, pad_mode="same"),
+                               Conv2d(4, 4, 3, stride=2, pad_mode="pad", padding=1)])
+    assert set_conv_backward(cells, "taps") == 2
     assert set_conv_backward(cells, "native") == 0 and cells[0].tap_grad_conv is None
     with pytest.raises(ValueError, match="'auto'"):
         set_conv_backward(cells, "auto")
@@ -126,6 +137,10 @@ def test_auto_is_taps_on_cpu_only_from_the_size_threshold_and_the_config_checks_
     set_conv_backward(conv, "taps", min_mib=1)
     assert conv.uses_taps((2, 64, 22, 22))  # 64 * 9 * 484 = 278,784 >= 262,144
     assert not conv.uses_taps((2, 64, 21, 21))  # 254,016: below
+    strided = Conv2d(64, 64, 3, stride=2, pad_mode="pad", padding=1)
+    set_conv_backward(strided, "taps", min_mib=1)
+    assert strided.uses_taps((2, 64, 43, 44))  # the output's pixels: 64 * 9 * 22 * 22 = 278,784
+    assert not strided.uses_taps((2, 64, 42, 42))  # 21 x 21: below
     set_conv_backward(conv, "taps")
     assert conv.uses_taps((1, 64, 1, 1))
     set_conv_backward(conv, "native")
@@ -142,8 +157,9 @@ def test_the_network_runs_the_tap_backward_in_backbone_fpn_and_rpn_on_cpu():
         if not expected:
             assert not taps
             continue
-        # every 3x3 stride-1 conv of backbone (one block per stage here), FPN outputs and RPN
-        assert taps == {f"backbone.layer{i}.0.conv2" for i in (1,)} | {
+        # every 3x3 conv of the backbone (one block per stage here; stride 2 from layer2 on), its 7x7
+        # stride-2 stem (frozen: no backward runs), FPN outputs and RPN
+        assert taps == {"backbone.conv1"} | {f"backbone.layer{i}.0.conv2" for i in (1, 2, 3, 4)} | {
             f"fpn_ncek.fpn_convs_list.{i}" for i in range(4)} | {"rpn_with_loss.rpn_convs_list.0.rpn_conv"}
 
 
@@ -177,9 +193,9 @@ def test_backbone_fpn_and_rpn_gradients_by_taps_equal_the_native_ones():
     grad = ops.GradOperation(get_by_list=True)
     img = ms.Tensor(np.random.default_rng(0).standard_normal((2, 3, 64, 96)).astype(np.float32))
 
-    # the stride-1 3x3 convs of the basic blocks: both of layer1.0 and layer2.1, the second of layer2.0,
-    # layer3.0 and layer4.0 (their first has stride 2); FPN x4; RPN
-    assert set_conv_backward(net, "taps") == 7 + 4 + 1
+    # the 3x3 convs of the basic blocks: both of each block (the first of layer2.0, layer3.0 and
+    # layer4.0 with stride 2); the frozen stem; FPN x4; RPN
+    assert set_conv_backward(net, "taps") == 10 + 1 + 4 + 1
     by_taps = [g.asnumpy() for g in ms.jit(grad(net, weights))(img)]
     set_conv_backward(net, "native")
     native = [g.asnumpy() for g in ms.jit(grad(net, weights))(img)]

@@ -57,11 +57,15 @@ class _ResidualBlock(nn.Cell):
             self.conv_down_sample = _conv(in_channels, out_channels, 1, stride)
             self.bn_down_sample = make_norm(norm, out_channels)
 
+    def conv_then_norm(self, conv, norm, x):
+        """``norm(conv(x))``, folded (``conv_norm``) where the block's norm is frozen and it trains."""
+        return conv_norm(conv, norm, x, self.fold_norm and self.training)
+
     def shortcut(self, x):
         """x (N, Cin, H, W) -> (N, Cout, H/stride, W/stride): the projection, or x itself."""
         if not self.down_sample:
             return x
-        return conv_norm(self.conv_down_sample, self.bn_down_sample, x, self.fold_norm and self.training)
+        return self.conv_then_norm(self.conv_down_sample, self.bn_down_sample, x)
 
 
 class Bottleneck(_ResidualBlock):
@@ -87,12 +91,11 @@ class Bottleneck(_ResidualBlock):
     def construct(self, x, mask_in=None, mask_out=None):
         """x (N, Cin, H, W); mask_in / mask_out: None, or (N, 1, h, w) ``padding_mask`` masks at the
         block's input / output resolution; the 3x3 conv's input is multiplied by the one at its resolution."""
-        fold = self.fold_norm and self.training
-        out = self.relu(conv_norm(self.conv1, self.bn1, x, fold))
+        out = self.relu(self.conv_then_norm(self.conv1, self.bn1, x))
         if mask_in is not None:
             out = out * (mask_out if self.stride_in_1x1 else mask_in)
-        out = self.relu(conv_norm(self.conv2, self.bn2, out, fold))
-        out = conv_norm(self.conv3, self.bn3, out, fold)
+        out = self.relu(self.conv_then_norm(self.conv2, self.bn2, out))
+        out = self.conv_then_norm(self.conv3, self.bn3, out)
         return self.relu(out + self.shortcut(x))
 
 
@@ -112,12 +115,11 @@ class BasicBlock(_ResidualBlock):
     def construct(self, x, mask_in=None, mask_out=None):
         """x (N, Cin, H, W); mask_in / mask_out: as ``Bottleneck``: each 3x3 conv's input is multiplied
         by the mask at its resolution."""
-        fold = self.fold_norm and self.training
         out = x if mask_in is None else x * mask_in
-        out = self.relu(conv_norm(self.conv1, self.bn1, out, fold))
+        out = self.relu(self.conv_then_norm(self.conv1, self.bn1, out))
         if mask_out is not None:
             out = out * mask_out
-        out = conv_norm(self.conv2, self.bn2, out, fold)
+        out = self.conv_then_norm(self.conv2, self.bn2, out)
         return self.relu(out + self.shortcut(x))
 
 
