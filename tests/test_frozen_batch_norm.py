@@ -10,6 +10,7 @@ from mindspore import nn, ops
 from src.layers.conv2d import Conv2d, set_conv_backward
 from src.layers.frozen_batch_norm import conv_frozen_batch_norm
 from src.maskrcnn.resnet50 import Bottleneck
+from test_conv2d_taps import numpy_conv_grads
 
 EPS = 1e-5
 
@@ -20,28 +21,21 @@ def windows(x, k, stride, pad):
     return np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
 
 
-def numpy_conv_bn_and_grads(x, w, gamma, beta, mean, var, dout, stride, pad):
-    """y = BN(conv(x, w)) on moving statistics, and the gradients of sum(y * dout) by x, w, gamma,
-    beta, in float64, from the definitions z[n, o] = sum_{c, i, j} w[o, c, i, j] xp[n, c, s y + i, s x + j],
-    y = (z - mean) / sqrt(var + eps) * gamma + beta."""
+def numpy_conv_bn_and_grads(x, w, gamma, beta, mean, var, dout, stride):
+    """y = BN(conv(x, w)) on moving statistics (zero padding k // 2), and the gradients of
+    sum(y * dout) by x, w, gamma, beta, in float64, from the definitions z[n, o] = sum_{c, i, j}
+    w[o, c, i, j] xp[n, c, s y + i, s x + j], y = (z - mean) / sqrt(var + eps) * gamma + beta: the
+    convolution's gradients are those of sum(z * dz), dz = dout * gamma / sqrt(var + eps)."""
     x, w, dout = (a.astype(np.float64) for a in (x, w, dout))
     k = w.shape[2]
-    win = windows(x, k, stride, pad)
-    z = np.einsum("ncyxij,ocij->noyx", win, w)
+    z = np.einsum("ncyxij,ocij->noyx", windows(x, k, stride, k // 2), w)
     inv = 1.0 / np.sqrt(var.astype(np.float64) + EPS)
     per = lambda v: v[None, :, None, None]  # noqa: E731
     y = (z - per(mean)) * per(inv * gamma) + per(beta)
-    dz = dout * per(inv * gamma)
-    dw = np.einsum("noyx,ncyxij->ocij", dz, win)
+    dx, dw = numpy_conv_grads(x, w, dout * per(inv * gamma), stride)
     dgamma = (dout * (z - per(mean)) * per(inv)).sum((0, 2, 3))
     dbeta = dout.sum((0, 2, 3))
-    n, c, h, wd = x.shape
-    dxp = np.zeros((n, c, h + 2 * pad, wd + 2 * pad))
-    for i in range(k):
-        for j in range(k):
-            rows, cols = slice(i, i + stride * z.shape[2], stride), slice(j, j + stride * z.shape[3], stride)
-            dxp[:, :, rows, cols] += np.einsum("noyx,oc->ncyx", dz, w[:, :, i, j])
-    return y, dxp[:, :, pad:pad + h, pad:pad + wd], dw, dgamma, dbeta
+    return y, dx, dw, dgamma, dbeta
 
 
 class FoldedGrads(nn.Cell):
@@ -82,7 +76,7 @@ def test_folded_norm_equals_conv_then_frozen_batch_norm(kernel, stride, taps):
     w = conv.weight.asnumpy()
     out_shape = (2, cout, (9 - 1) // stride + 1, (8 - 1) // stride + 1)  # padding k // 2, odd k
     dout = rng.standard_normal(out_shape).astype(np.float32)
-    ref = numpy_conv_bn_and_grads(x, w, *(stats[k].astype(np.float32) for k in stats), dout, stride, kernel // 2)
+    ref = numpy_conv_bn_and_grads(x, w, *(stats[k].astype(np.float32) for k in stats), dout, stride)
     y, dx, (dw, dgamma, dbeta) = FoldedGrads(conv, norm)(ms.Tensor(x), ms.Tensor(dout))
     for got, want in zip((y, dx, dw, dgamma, dbeta), ref):
         np.testing.assert_allclose(got.asnumpy(), want, rtol=1e-4, atol=1e-4)

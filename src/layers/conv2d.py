@@ -218,14 +218,20 @@ class Conv2d(nn.Conv2d):
         self.tap_grad_conv = None
         self.taps_min_elements = 0
 
+    def output_size(self, shape):
+        """(H', W') of a call on input ``shape`` (N, Cin, H, W) with zero padding k // 2 (the
+        convolutions that take the taps backward or fold a norm): ceil(H / stride), ceil(W / stride)."""
+        s = self.stride[0]
+        return (shape[2] + s - 1) // s, (shape[3] + s - 1) // s
+
     def uses_taps(self, shape):
         """Whether a call on input ``shape`` (N, Cin, H, W) runs the taps backward: given one, and
         one image's im2col (Cin x k x k x H' x W' float32 values, H' x W' the output's size) is at
         least ``taps_min_elements``. Shapes are static, so the graph compiler decides this once per
         call site."""
-        k, s = self.kernel_size[0], self.stride[0]
-        pixels = ((shape[2] + s - 1) // s) * ((shape[3] + s - 1) // s)
-        return self.tap_grad_conv is not None and shape[1] * k * k * pixels >= self.taps_min_elements
+        k = self.kernel_size[0]
+        out_h, out_w = self.output_size(shape)
+        return self.tap_grad_conv is not None and shape[1] * k * k * out_h * out_w >= self.taps_min_elements
 
     def construct(self, x, weight=None):
         """x (N, Cin, H, W) -> (N, Cout, H', W'); weight: None for ``self.weight``, or a kernel of its

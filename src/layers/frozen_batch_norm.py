@@ -21,15 +21,14 @@ def frozen_batch_norm_affine(norm):
 
 
 def folding_saves_memory(conv, x_shape):
-    """Whether folding a norm into ``conv`` on inputs of ``x_shape`` (N, Cin, H, W) keeps less
-    memory for the backward pass: the convolution's output that ``BatchNormGrad`` would keep
-    (N x Cout x H' x W', zero padding k // 2 as in the backbone) is more than twice the kernel's
+    """Whether folding a norm into ``conv`` (a ``src.layers.conv2d.Conv2d``) on inputs of ``x_shape``
+    (N, Cin, H, W) keeps less memory for the backward pass: the convolution's output that
+    ``BatchNormGrad`` would keep (N x Cout x H' x W', ``conv.output_size``) is more than twice the kernel's
     size (the fold keeps the folded kernel and the scales broadcast to it). Shapes are static, so
     the compiler decides this once per call site."""
-    n, _, h, w = x_shape
-    stride = conv.stride[0]
-    out = n * conv.out_channels * ((h + stride - 1) // stride) * ((w + stride - 1) // stride)
-    return out > 2 * conv.out_channels * conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    out_h, out_w = conv.output_size(x_shape)
+    kernel = conv.out_channels * conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    return x_shape[0] * conv.out_channels * out_h * out_w > 2 * kernel
 
 
 def conv_frozen_batch_norm(conv, norm, x):
