@@ -83,7 +83,7 @@ class MaskRcnnPointRend(nn.Cell):
         self.roi_align = MultiLevelRoIAlign(roi_shapes, cfg.roi_align_featmap_strides, batch_size,
                                             cfg.roi_layer.out_size, cfg.roi_layer.sample_num,
                                             cfg.roi_align_finest_scale, cfg.roi_layer.aligned,
-                                            cfg.roi_layer.max_sample_num, cfg.gather_chunk_mib)
+                                            cfg.roi_layer.max_sample_num, cfg.gather_chunk_mib, channels_last=True)
         self.postprocess = DetectionPostprocess(cfg, self.num_classes, self.proposal_test.num_proposals)
         if use_pointrend:
             self.mask_branch = PointRendMaskBranch(cfg, LevelLayout(roi_shapes, batch_size), self.mask_coarse_head,

@@ -58,7 +58,8 @@ def _rois(rng, n, img_w, img_h, min_side, max_side):
     return np.stack([x1, y1, x1 + side[:, 0], y1 + side[:, 1]], 1).astype(np.float32)
 
 
-def test_roi_align_matches_mindspore_kernel_on_each_level():
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_roi_align_matches_mindspore_kernel_on_each_level(channels_last):
     rng = np.random.default_rng(1)
     strides = [4, 8, 16, 32]
     img_h, img_w = 128, 160
@@ -67,8 +68,12 @@ def test_roi_align_matches_mindspore_kernel_on_each_level():
     boxes = np.concatenate([_rois(rng, 30, img_w, img_h, 4, 40), _rois(rng, 20, img_w, img_h, 40, 150), _rois(rng, 20, img_w, img_h, 150, 400)])
     batch = rng.integers(0, 2, size=len(boxes)).astype(np.float32)
     rois = np.concatenate([batch[:, None], boxes], 1)
-    align = MultiLevelRoIAlign(shapes, strides, 2, out_size=7, sample_num=2, finest_scale=56)
+    align = MultiLevelRoIAlign(shapes, strides, 2, out_size=7, sample_num=2, finest_scale=56,
+                               channels_last=channels_last)
     got = align(flatten_levels(tuple(ms.Tensor(f) for f in feats)), ms.Tensor(rois)).asnumpy()
+    if channels_last:
+        assert got.shape == (70, 7, 7, 3)
+        got = got.transpose(0, 3, 1, 2)
     assert got.shape == (70, 3, 7, 7)
     # independent level rule and MindSpore's own ROIAlign kernel per level
     scale = np.sqrt((boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1))
@@ -222,8 +227,8 @@ def test_chunked_gather_keeps_one_chunk_of_neighbours_alive(tmp_path):
     assert chunked_peak < plain_peak - full / 2, (plain_peak, chunked_peak)
 
 
-@pytest.mark.parametrize("gather_chunk_mib", [0, 0.05])
-def test_roi_align_gradient_matches_mindspore_kernel(gather_chunk_mib):
+@pytest.mark.parametrize("gather_chunk_mib, channels_last", [(0, False), (0.05, False), (0.05, True)])
+def test_roi_align_gradient_matches_mindspore_kernel(gather_chunk_mib, channels_last):
     # 0.05 MiB: chunks of 273 of the 980 bins (16 neighbours x 3 channels each)
     rng = np.random.default_rng(3)
     strides = [4, 8]
@@ -232,12 +237,15 @@ def test_roi_align_gradient_matches_mindspore_kernel(gather_chunk_mib):
     feats = [rng.standard_normal((2, 3, h, w)).astype(np.float32) for h, w in shapes]
     boxes = np.concatenate([_rois(rng, 12, img_w, img_h, 4, 40), _rois(rng, 8, img_w, img_h, 70, 120)])
     rois = np.concatenate([rng.integers(0, 2, size=(len(boxes), 1)).astype(np.float32), boxes], 1)
-    upstream = ms.Tensor(rng.standard_normal((len(boxes), 3, 7, 7)).astype(np.float32))
+    upstream_np = rng.standard_normal((len(boxes), 3, 7, 7)).astype(np.float32)
+    upstream = ms.Tensor(upstream_np)
     align = MultiLevelRoIAlign(shapes, strides, 2, out_size=7, sample_num=2, finest_scale=56,
-                               gather_chunk_mib=gather_chunk_mib)
+                               gather_chunk_mib=gather_chunk_mib, channels_last=channels_last)
+    # the same upstream gradient in the output's layout
+    ours_upstream = ms.Tensor(upstream_np.transpose(0, 2, 3, 1).copy()) if channels_last else upstream
 
     def ours(a, b):
-        return (align(flatten_levels((a, b)), ms.Tensor(rois)) * upstream).sum()
+        return (align(flatten_levels((a, b)), ms.Tensor(rois)) * ours_upstream).sum()
 
     got = ms.grad(ours, grad_position=(0, 1))(*(ms.Tensor(f) for f in feats))
     scale = np.sqrt((boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1))

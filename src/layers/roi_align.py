@@ -72,10 +72,12 @@ class MultiLevelRoIAlign(nn.Cell):
         aligned: see above; max_sample_num: the cap of adaptive sampling;
         gather_chunk_mib: > 0: the look-ups gather at most this many MiB of neighbours at a time,
             forward and backward (``ChunkedWeightedGather``); 0: all at once.
+        channels_last: output (K, out_size, out_size, C) as the look-ups give it, instead of
+            (K, C, out_size, out_size).
     """
 
     def __init__(self, feature_shapes, strides, batch_size, out_size, sample_num, finest_scale, aligned=False,
-                 max_sample_num=4, gather_chunk_mib=0):
+                 max_sample_num=4, gather_chunk_mib=0, channels_last=False):
         super().__init__()
         if sample_num < 0:
             raise ValueError(f"roi_layer.sample_num must be >= 0, got {sample_num}")
@@ -91,6 +93,7 @@ class MultiLevelRoIAlign(nn.Cell):
         self.finest_scale = float(finest_scale)
         self.aligned = aligned
         self.chunked_gather = ChunkedWeightedGather(gather_chunk_mib) if gather_chunk_mib > 0 else None
+        self.channels_last = channels_last
 
     def look_up(self, table, rows, weights):
         """``weighted_gather``, in chunks when so configured."""
@@ -107,7 +110,7 @@ class MultiLevelRoIAlign(nn.Cell):
             extents: None, or (B, 2) = (height, width) in pixels where each image's maps end
                 (``size_divisibility``): samples are clamped to that border instead of the canvas's.
         Returns:
-            (K, C, out_size, out_size).
+            (K, C, out_size, out_size), or (K, out_size, out_size, C) with ``channels_last``.
         """
         rois = ops.stop_gradient(rois)
         boxes = rois[:, 1:5]
@@ -160,6 +163,8 @@ class MultiLevelRoIAlign(nn.Cell):
                     weights.append(w * (share_y * share_x))
         if not self.adaptive:
             feats = self.look_up(table, ops.concat(rows, -1), ops.concat(weights, -1))  # (K, out, out, C)
+        if self.channels_last:
+            return feats
         # not tensor_utils.permute: MindSpore 2.10 fails to compile a view of a custom-bprop cell's output
         return ops.transpose(feats, (0, 3, 1, 2))
 
