@@ -1,14 +1,19 @@
-"""Where the train step's memory goes: peak RSS by stage, the libraries holding it, and the tensors
-alive at its peak.
+"""Where the train step's memory goes: peak RSS by stage, what its resident memory is made of, the
+libraries holding it, and the tensors alive at its peak.
 
     python -m bench.bench_memory [--height 768 --width 1280 --batch 2] [--preset default] [--top 25]
-                                 [--conv_backward native] [--parts stages libraries replay]
+                                 [--conv_backward native] [--parts stages resident libraries replay]
 
 Stages: the train step with the losses of the RPN only (backbone, FPN, RPN head, anchor targets),
 of the RPN and the box head, and of all heads (the compiler prunes what the losses do not use), and
 the forward pass of all heads without gradients. Each runs in its own process, so each peak RSS is
 its own; "after compile" is the RSS once the graph is compiled and the compiler's freed heap handed
 back (``compile_then_release``, as train.py does), before it runs.
+
+Resident: bench_network's train step (the project's ``TrainOneStepCell``), compiled and called
+three times in its own process: its resident memory by kind of mapping (``/proc/self/smaps``), with
+glibc's account of its heap (``mallinfo2``: what is in use and what is free but still mapped) and
+MindSpore's report of its memory pool (its log at INFO level: blocks, peak used, actual peak).
 
 By library: the whole train step (compile, then two calls) with ``alloc_by_library.c`` preloaded
 (built with the system C compiler; skipped with a message when there is none): the live bytes of
@@ -24,17 +29,19 @@ can stand for a sibling call (the largest shape shows which).
 """
 import argparse
 import ctypes
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 
-from bench.bench_network import ROOT, PRESETS, case_config, checked_case_config, machine, peak_rss_gb
+from bench.bench_network import ROOT, PRESETS, case_config, checked_case_config, machine, peak_rss_gb, train_step
 from bench.graph_liveness import alive_at_peak
+from bench.resident_memory import heap_info, pool_report, smaps_resident
 
 STAGES = {1: "RPN", 2: "RPN + box head", 3: "all heads"}
-PARTS = ("stages", "libraries", "replay")
+PARTS = ("stages", "resident", "libraries", "replay")
 # what the libraries that hold most of the step's memory hold, by the start of their file name
 LIBRARY_ROLES = {
     "libmindspore_cpu.so": "MindSpore's CPU memory pool: the graph's tensors",
@@ -76,23 +83,31 @@ def stage_cell(net, stages):
     return StageLosses()
 
 
-def build_step(args, stages, backward):
-    """(compiled-to-be cell, inputs) of one stage case."""
+def build_network(args):
+    """(network, config) of the case, GRAPH_MODE on CPU."""
     sys.path.insert(0, ROOT)
     from src.utils.runtime import cap_onednn_isa
     cap_onednn_isa()
+    import mindspore as ms
+
+    from src.maskrcnn_pointrend_r50 import MaskRcnnPointRend
+
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_device("CPU")
+    cfg = case_config(args.height, args.width, args.batch, False, args.preset, args.conv_backward)
+    return MaskRcnnPointRend(cfg, args.batch), cfg
+
+
+def build_step(args, stages, backward):
+    """(compiled-to-be cell, inputs) of one stage case."""
+    net, cfg = build_network(args)
     import mindspore as ms
     from mindspore import nn
 
     from src.dataset.pipeline import TRAIN_COLUMNS
     from src.demo.synthetic_batch import synthetic_batch
-    from src.maskrcnn_pointrend_r50 import MaskRcnnPointRend
     from src.training.network_define import split_decay_groups
 
-    ms.set_context(mode=ms.GRAPH_MODE)
-    ms.set_device("CPU")
-    cfg = case_config(args.height, args.width, args.batch, False, args.preset, args.conv_backward)
-    net = MaskRcnnPointRend(cfg, args.batch)
     net.set_train(True)
     cell = stage_cell(net, stages)
     if backward:
@@ -153,6 +168,49 @@ def by_library(base, tmp):
     print(f"  {total[0] / 2 ** 30:6.2f} {total[1] / 2 ** 30:6.2f}         all", flush=True)
 
 
+def run_resident(args):
+    """The measured side of ``resident``: bench_network's train step, compiled and called three
+    times; prints one RESIDENT line (JSON)."""
+    net, cfg = build_network(args)
+    from src.utils.runtime import compile_then_release
+    step, inputs = train_step(net, cfg)
+    compile_then_release(step, *inputs)
+    compiled = rss_gb()
+    for _ in range(3):
+        step(*inputs)[0].asnumpy()
+    with open("/proc/self/smaps", encoding="utf-8") as f:
+        kinds = smaps_resident(f.read())
+    print("RESIDENT " + json.dumps({"compiled": compiled, "peak": peak_rss_gb(), "kinds": kinds, "heap": heap_info()}))
+
+
+def resident(base):
+    """Print what the train step's resident memory is made of after three calls: by kind of
+    mapping, with glibc's account of its heap and MindSpore's report of its pool."""
+    # the pool reports itself at INFO level (its PRE_ACT submodule) when the process ends
+    env = dict(os.environ, GLOG_v="2", MS_SUBMODULE_LOG_v="{PRE_ACT:1}")
+    out = subprocess.run(base + ["--resident"], cwd=ROOT, env=env, capture_output=True, text=True)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESIDENT ")]
+    if out.returncode != 0 or not lines:
+        print(f"\nresident memory: the train step failed\n{out.stderr[-2000:]}")
+        return
+    row = json.loads(lines[-1][len("RESIDENT "):])
+    kinds, heap, pool = row["kinds"], row["heap"], pool_report(out.stderr)
+    gib = 2 ** 30
+    print(f"\nresident memory of the train step (bench_network's) after three calls, GiB: RSS after compiling "
+          f"{row['compiled']:.2f}, peak RSS {row['peak']:.2f}")
+    heap_note = "" if heap is None else (f" (glibc, all arenas: {heap['in_use'] / gib:.2f} in use, "
+                                         f"{heap['free'] / gib:.2f} free; {heap['mmapped'] / gib:.2f} in chunks "
+                                         f"mapped on their own, counted below)")
+    pool_note = "MindSpore's pool: no report in its log" if pool is None else (
+        f"MindSpore's pool: {pool['allocated']} MiB of blocks, peak used {pool['peak_used']} MiB, "
+        f"actual peak {pool['actual_peak']} MiB")
+    print(f"  {kinds['heap'] / gib:6.2f}  glibc's main heap{heap_note}")
+    print(f"  {kinds['anonymous'] / gib:6.2f}  anonymous mappings: {pool_note}; glibc's other arenas and "
+          f"large chunks (oneDNN's scratchpads, numpy's weights, moments and batch)")
+    print(f"  {kinds['files'] / gib:6.2f}  mapped files (libraries)")
+    print(f"  {kinds['other'] / gib:6.2f}  other ([stack], [vdso], ...)", flush=True)
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--height", type=int, default=768)
@@ -167,6 +225,7 @@ def parse_args():
     parser.add_argument("--forward", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--by-library", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--resident", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     checked_case_config(parser, args.height, args.width, args.batch, False, args.preset, args.conv_backward)
     return args
@@ -179,6 +238,9 @@ def main():
         report.argtypes = [ctypes.c_char_p]
         args.stage, args.forward = 3, False
         run_stage(args, report)
+        return
+    if args.resident:
+        run_resident(args)
         return
     if args.traced:  # one call of the whole train step, under the caller's IR and tracker settings
         cell, inputs = build_step(args, 3, True)
@@ -195,6 +257,8 @@ def main():
         (["--conv_backward", args.conv_backward] if args.conv_backward else [])
     if "stages" in args.parts:
         by_stage(base)
+    if "resident" in args.parts:
+        resident(base)
     with tempfile.TemporaryDirectory() as tmp:
         if "libraries" in args.parts:
             by_library(base, tmp)

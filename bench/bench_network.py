@@ -80,36 +80,48 @@ def checked_case_config(parser, *case_args):
         parser.error(str(err))
 
 
+def train_step(net, cfg, amp_level="O0"):
+    """(step, inputs): ``net``'s training cell (Momentum with weight decay on conv / FC weights, the
+    project's ``TrainOneStepCell``; at ``amp_level`` O1 / O2 float16 with a dynamic loss scale) and
+    the synthetic training batch of ``cfg``, as Tensors in ``TRAIN_COLUMNS`` order."""
+    import mindspore as ms
+    from mindspore import nn
+
+    from src.dataset.pipeline import TRAIN_COLUMNS
+    from src.demo.synthetic_batch import synthetic_batch
+    from src.training.mixed_precision import apply_mixed_precision
+    from src.training.network_define import TrainOneStepCell, WithLossCell, split_decay_groups
+
+    net.set_train(True)
+    opt = nn.Momentum(split_decay_groups(net.trainable_params(), 1e-4, False), learning_rate=0.001, momentum=0.9)
+    apply_mixed_precision(net, amp_level, "float16")
+    amp = amp_level != "O0"  # float16 gradients need a loss scale; float32 steps run as before
+    step = TrainOneStepCell(WithLossCell(net, cfg), opt, loss_scale=1024.0 if amp else 1.0, dynamic_scale=amp)
+    step.set_train(True)
+    data = synthetic_batch(cfg, seed=0)
+    return step, [ms.Tensor(data[k]) for k in TRAIN_COLUMNS]
+
+
 def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, warmup_seconds=30.0, preset=None,
              amp_level="O0", conv_backward=None):
     sys.path.insert(0, ROOT)
     from src.utils.runtime import cap_onednn_isa, compile_then_release
     cap_onednn_isa()
     import mindspore as ms
-    from mindspore import nn
 
-    from src.dataset.pipeline import TRAIN_COLUMNS
     from src.demo.synthetic_batch import synthetic_batch
     from src.maskrcnn_pointrend_r50 import MaskRcnnPointRend
-    from src.training.mixed_precision import apply_mixed_precision
-    from src.training.network_define import TrainOneStepCell, WithLossCell, split_decay_groups
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")
     cfg = case_config(height, width, batch, small_test_config, preset, conv_backward)
     net = MaskRcnnPointRend(cfg, batch)
-    data = synthetic_batch(cfg, seed=0)
     if case == "train":
-        net.set_train(True)
-        opt = nn.Momentum(split_decay_groups(net.trainable_params(), 1e-4, False), learning_rate=0.001, momentum=0.9)
-        apply_mixed_precision(net, amp_level, "float16")
-        amp = amp_level != "O0"  # float16 gradients need a loss scale; float32 steps run as before
-        step = TrainOneStepCell(WithLossCell(net, cfg), opt, loss_scale=1024.0 if amp else 1.0, dynamic_scale=amp)
-        step.set_train(True)
-        inputs = [ms.Tensor(data[k]) for k in TRAIN_COLUMNS]
+        step, inputs = train_step(net, cfg, amp_level)
         call = lambda: step(*inputs)[0].asnumpy()  # noqa: E731
     else:
         net.set_train(False)
+        data = synthetic_batch(cfg, seed=0)
         inputs = [ms.Tensor(data["img"]), ms.Tensor(data["img_metas"])]
         call = lambda: net(*inputs)[4].asnumpy()  # noqa: E731
     start = time.perf_counter()

@@ -1,5 +1,6 @@
-"""The point head against its layers written from the definition (1x1 convolutions on (C, P) features),
-and its inference path (projected fine table, one class) against its training forward."""
+"""The point head against its layers written from the definition (1x1 convolutions on (C, P) features
+of the concatenated fine or hidden and coarse channels), forward and backward, and its inference path
+(projected fine table, one class) against its training forward."""
 import numpy as np
 import mindspore as ms
 from mindspore import ops
@@ -55,3 +56,43 @@ def test_point_head_matches_its_layers_from_the_definition():
     coarse = rng.standard_normal((3, 4, 7)).astype(np.float32)
     got = head(ms.Tensor(fine), ms.Tensor(coarse)).asnumpy()
     np.testing.assert_allclose(got, numpy_point_head(head, fine, coarse), rtol=1e-4, atol=1e-4)
+
+
+def test_point_head_gradients_match_the_chain_rule_through_the_concatenations():
+    rng = np.random.default_rng(5)
+    fine_channels, fc_dim, classes = 5, 6, 4
+    head = StandardPointHead(fine_channels, fc_dim=fc_dim, num_fc=3, num_classes=classes)
+    for p in head.get_parameters():
+        p.set_data(ms.Tensor(rng.standard_normal(p.shape).astype(np.float32) * 0.5))
+    fine = rng.standard_normal((3, fine_channels, 7))
+    coarse = rng.standard_normal((3, classes, 7))
+    upstream = rng.standard_normal((3, classes, 7))
+    layers = list(head.seq) + [head.predictor]
+    params = [q for layer in layers for q in (layer.weight, layer.bias)]
+
+    def loss(f, c):
+        return (head(f, c) * ms.Tensor(upstream.astype(np.float32))).sum()
+
+    (d_fine, d_coarse), grads = ms.grad(loss, grad_position=(0, 1), weights=params)(
+        ms.Tensor(fine.astype(np.float32)), ms.Tensor(coarse.astype(np.float32)))
+
+    # numpy forward keeping each layer's concatenated input, then the chain rule backwards
+    mats = [layer.weight.asnumpy().reshape(layer.weight.shape[0], -1).astype(np.float64) for layer in layers]
+    biases = [layer.bias.asnumpy().astype(np.float64) for layer in layers]
+    inputs, pre = [np.concatenate([fine, coarse], 1)], []
+    for w, b in zip(mats[:-1], biases[:-1]):
+        pre.append(np.einsum("oi,rip->rop", w, inputs[-1]) + b[None, :, None])
+        inputs.append(np.concatenate([np.maximum(pre[-1], 0), coarse], 1))
+    d_out, expected, d_coarse_ref = upstream, [], np.zeros_like(coarse)
+    for i in reversed(range(len(layers))):
+        expected = [np.einsum("rop,rip->oi", d_out, inputs[i]).reshape(layers[i].weight.shape),
+                    d_out.sum((0, 2))] + expected
+        d_in = np.einsum("oi,rop->rip", mats[i], d_out)
+        split = d_in.shape[1] - classes
+        d_coarse_ref += d_in[:, split:]
+        if i:
+            d_out = d_in[:, :split] * (pre[i - 1] > 0)
+    np.testing.assert_allclose(d_fine.asnumpy(), d_in[:, :fine_channels], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(d_coarse.asnumpy(), d_coarse_ref, rtol=1e-4, atol=1e-4)
+    for got, want, q in zip(grads, expected, params):
+        np.testing.assert_allclose(got.asnumpy(), want, rtol=1e-4, atol=1e-4, err_msg=q.name)
