@@ -59,8 +59,9 @@ def test_heap_account_follows_allocations():
     for p in small + [big]:
         libc.free(p)
     after = heap_info()
-    assert after["mmapped"] == before["mmapped"]
-    assert after["in_use"] < held["in_use"] - 15000 * 1000
+    # relative to the held state: other threads of the process may allocate meanwhile
+    assert held["mmapped"] - after["mmapped"] >= 256 * 2 ** 20
+    assert held["in_use"] - after["in_use"] >= 15000 * 1000
 
 
 def test_pool_report_reads_the_last_state_line_of_the_log():
