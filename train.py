@@ -7,6 +7,7 @@ its shard of the data and gradients are averaged. See README.md.
 """
 import os
 
+from src.utils.compile_in_child import compile_in_child
 from src.utils.runtime import compile_then_release, run_main, setup_context
 
 
@@ -30,10 +31,29 @@ def build_train_cell(cfg, net, steps_per_epoch):
     return cell, lr
 
 
+def build_train_step(cfg, steps_per_epoch, load_weights=None):
+    """(train_cell, lr table): the network in training mode, ``load_weights(net)`` where given (before
+    the mixed-precision casts), wrapped by ``build_train_cell``."""
+    from src.maskrcnn_pointrend_r50 import MaskRcnnPointRend
+
+    net = MaskRcnnPointRend(cfg, cfg.batch_size)
+    net.set_train(True)
+    if load_weights is not None:
+        load_weights(net)
+    return build_train_cell(cfg, net, steps_per_epoch)
+
+
+def train_step_in_child(cfg, steps_per_epoch):
+    """``compile_in_child``'s builder: the context and train cell of a single-process run, in a fresh
+    process (weights are not loaded: the compiled graph does not depend on their values)."""
+    setup_context(cfg)
+    return build_train_step(cfg, steps_per_epoch)[0]
+
+
 def train(cfg):
     from src.checkpoint_utils import load_pretrained, load_resume
     from src.dataset import TRAIN_COLUMNS, create_maskrcnn_dataset, ensure_mindrecord, resolve_num_classes
-    from src.maskrcnn_pointrend_r50 import LOSS_NAMES, MaskRcnnPointRend
+    from src.maskrcnn_pointrend_r50 import LOSS_NAMES
     from src.training.train_monitor import CheckpointSaver, RankLogger, StepMonitor, TrainingError
 
     setup_context(cfg)
@@ -53,11 +73,8 @@ def train(cfg):
         raise TrainingError(f"{mindrecord}: fewer images than one batch of {cfg.batch_size} per device")
     total_steps = steps_per_epoch * cfg.epoch_size
 
-    net = MaskRcnnPointRend(cfg, cfg.batch_size)
-    net.set_train(True)
-    if cfg.pre_trained:
-        load_pretrained(net, cfg.pre_trained, log=log)
-    train_cell, lr = build_train_cell(cfg, net, steps_per_epoch)
+    load_weights = (lambda net: load_pretrained(net, cfg.pre_trained, log=log)) if cfg.pre_trained else None
+    train_cell, lr = build_train_step(cfg, steps_per_epoch, load_weights)
     start = load_resume(train_cell, cfg.resume, log=log) if cfg.resume else 0
     if start >= total_steps:
         log(f"nothing to do: checkpoint step {start} >= {total_steps} steps")
@@ -82,7 +99,9 @@ def train(cfg):
             if epoch == start_epoch and index < skip:
                 continue
             inputs = [batch[c] for c in TRAIN_COLUMNS]
-            if step == start:
+            if step == start and cfg.compile_in_child and not cfg.run_distribute:
+                compile_in_child(train_cell, inputs, train_step_in_child, (cfg, steps_per_epoch), log=log)
+            elif step == start:
                 compile_then_release(train_cell, *inputs)
             losses = train_cell(*inputs)
             step += 1

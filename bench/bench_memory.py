@@ -2,18 +2,21 @@
 libraries holding it, and the tensors alive at its peak.
 
     python -m bench.bench_memory [--height 768 --width 1280 --batch 2] [--preset default] [--top 25]
-                                 [--conv_backward native] [--parts stages resident libraries replay]
+                                 [--conv_backward native] [--memory_optimize_level O0]
+                                 [--parts stages resident libraries replay]
 
 Stages: the train step with the losses of the RPN only (backbone, FPN, RPN head, anchor targets),
 of the RPN and the box head, and of all heads (the compiler prunes what the losses do not use), and
 the forward pass of all heads without gradients. Each runs in its own process, so each peak RSS is
-its own; "after compile" is the RSS once the graph is compiled and the compiler's freed heap handed
-back (``compile_then_release``, as train.py does), before it runs.
+its own; "after compile" is the RSS once the graph is compiled here and the compiler's freed heap
+handed back (``compile_then_release``, as train.py does with ``compile_in_child`` off), before it
+runs.
 
-Resident: bench_network's train step (the project's ``TrainOneStepCell``), compiled and called
-three times in its own process: its resident memory by kind of mapping (``/proc/self/smaps``), with
-glibc's account of its heap (``mallinfo2``: what is in use and what is free but still mapped) and
-MindSpore's report of its memory pool (its log at INFO level: blocks, peak used, actual peak).
+Resident: bench_network's train step (the project's ``TrainOneStepCell``), compiled in a child
+process as train.py does (``compile_in_child``) and called three times: its resident memory by kind
+of mapping (``/proc/self/smaps``), with glibc's account of its heap (``mallinfo2``: what is in use
+and what is free but still mapped) and MindSpore's report of its memory pool (its log at INFO
+level: blocks, peak used, actual peak).
 
 By library: the whole train step (compile, then two calls) with ``alloc_by_library.c`` preloaded
 (built with the system C compiler; skipped with a message when there is none): the live bytes of
@@ -36,7 +39,8 @@ import subprocess
 import sys
 import tempfile
 
-from bench.bench_network import ROOT, PRESETS, case_config, checked_case_config, machine, peak_rss_gb, train_step
+from bench.bench_network import (ROOT, PRESETS, case_network, case_settings, checked_case_config, machine,
+                                 peak_rss_gb, train_case_step, train_step)
 from bench.graph_liveness import alive_at_peak
 from bench.resident_memory import heap_info, pool_report, smaps_resident
 
@@ -84,18 +88,9 @@ def stage_cell(net, stages):
 
 
 def build_network(args):
-    """(network, config) of the case, GRAPH_MODE on CPU."""
-    sys.path.insert(0, ROOT)
-    from src.utils.runtime import cap_onednn_isa
-    cap_onednn_isa()
-    import mindspore as ms
-
-    from src.maskrcnn_pointrend_r50 import MaskRcnnPointRend
-
-    ms.set_context(mode=ms.GRAPH_MODE)
-    ms.set_device("CPU")
-    cfg = case_config(args.height, args.width, args.batch, False, args.preset, args.conv_backward)
-    return MaskRcnnPointRend(cfg, args.batch), cfg
+    """(network, config) of the case, GRAPH_MODE on CPU (bench_network's ``case_network``)."""
+    cfg, net = case_network(args.height, args.width, args.batch, False, args.preset, case_settings(args))
+    return net, cfg
 
 
 def build_step(args, stages, backward):
@@ -169,12 +164,13 @@ def by_library(base, tmp):
 
 
 def run_resident(args):
-    """The measured side of ``resident``: bench_network's train step, compiled and called three
-    times; prints one RESIDENT line (JSON)."""
+    """The measured side of ``resident``: bench_network's train step, compiled in a child process
+    and called three times; prints one RESIDENT line (JSON)."""
     net, cfg = build_network(args)
-    from src.utils.runtime import compile_then_release
+    from src.utils.compile_in_child import compile_in_child
     step, inputs = train_step(net, cfg)
-    compile_then_release(step, *inputs)
+    compile_in_child(step, inputs, train_case_step,
+                     (args.height, args.width, args.batch, False, args.preset, case_settings(args), "O0"))
     compiled = rss_gb()
     for _ in range(3):
         step(*inputs)[0].asnumpy()
@@ -226,8 +222,10 @@ def parse_args():
     parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--by-library", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--resident", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--memory_optimize_level", help="O0 | O1: the config's memory_optimize_level (default: "
+                                                        "the config's, O0)")
     args = parser.parse_args()
-    checked_case_config(parser, args.height, args.width, args.batch, False, args.preset, args.conv_backward)
+    checked_case_config(parser, args.height, args.width, args.batch, False, args.preset, case_settings(args))
     return args
 
 
@@ -250,11 +248,12 @@ def main():
         run_stage(args)
         return
     config = f"{args.preset} preset" if args.preset else "COCO (81 classes, BN)"
+    settings = case_settings(args)
     print(f"machine: {machine()}; train step {args.height}x{args.width}, batch {args.batch}, {config}"
-          f"{', conv_backward ' + args.conv_backward if args.conv_backward else ''}", flush=True)
+          f"{''.join(f', {key} {value}' for key, value in settings.items())}", flush=True)
     base = [sys.executable, "-m", "bench.bench_memory", "--height", str(args.height), "--width", str(args.width),
             "--batch", str(args.batch)] + (["--preset", args.preset] if args.preset else []) + \
-        (["--conv_backward", args.conv_backward] if args.conv_backward else [])
+        [arg for key, value in settings.items() for arg in (f"--{key}", value)]
     if "stages" in args.parts:
         by_stage(base)
     if "resident" in args.parts:

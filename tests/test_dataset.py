@@ -284,3 +284,31 @@ def test_evaluation_helpers(toy, tmp_path):
         check_annotations_match(coco, toy["dir"], os.path.join(toy["root"], "annotations", "instances_train2017.json"))
     with pytest.raises(DatasetError, match="no complete evaluation MindRecord"):
         check_annotations_match(coco, str(tmp_path), ann_file)
+
+
+def test_each_images_draws_do_not_depend_on_the_order_of_the_images(toy):
+    """The map's worker threads share one transform and call it in an order that varies between
+    runs: the k-th visit of an image must get the same augmentation whatever ran before it."""
+    cfg = small_config(toy["root"], toy["dir"], expand_ratio=1.0, flip_ratio=0.5)
+    rows = _raw_rows(toy["train"])
+    keys = ("image", "num_instances", "boxes", "labels", "iscrowd", "mask_lengths", "masks")
+
+    def two_epochs(order, seed=7):
+        transform, out = TrainTransform(cfg, seed=seed), {}
+        for _ in range(2):
+            for i in order:
+                out.setdefault(i, []).append(transform(*[rows[i][k] for k in keys]))
+        return out
+
+    forward = two_epochs(range(len(rows)))
+    backward = two_epochs(reversed(range(len(rows))))
+    for i, visits in forward.items():
+        for a, b in zip(visits, backward[i]):
+            for x, y in zip(a, b):
+                np.testing.assert_array_equal(x, y)
+    # the draws are random: they differ between an image's visits and with the seed
+    def geometry(out):
+        return [np.concatenate([metas, boxes.ravel()]) for _, metas, boxes, _, _, _ in out]
+    assert any(not np.array_equal(*geometry(visits)) for visits in forward.values())
+    other = two_epochs(range(len(rows)), seed=8)
+    assert any(not np.array_equal(geometry(forward[i])[0], geometry(other[i])[0]) for i in forward)

@@ -44,7 +44,8 @@ def toy(tmp_path_factory):
     common = TINY + [f"--coco_root={data}", f"--mindrecord_dir={base / 'mindrecord'}"]
     run_a = base / "run_a"
     out = run("train.py", *common, f"--save_checkpoint_path={run_a}")
-    return {"base": base, "data": data, "common": common, "run_a": run_a, "train_log": out.stdout}
+    return {"base": base, "data": data, "common": common, "run_a": run_a, "train_log": out.stdout,
+            "train_stderr": out.stderr}
 
 
 def test_training_writes_checkpoints_history_and_curve(toy):
@@ -57,6 +58,35 @@ def test_training_writes_checkpoints_history_and_curve(toy):
     assert os.path.isfile(run_a / "train_logs" / "rank_0.log")
     log = toy["train_log"]
     assert "rpn_cls" in log and "mask_point" in log and "img/s" in log and "ETA" in log
+
+
+def test_a_train_step_compiled_in_a_child_process_trains_as_one_compiled_here(toy):
+    """compile_in_child (the default): the step's graph comes from the child's compile cache
+    (MindSpore's own warning says so), and every loss of every step equals that of a run that
+    compiles the step itself: same graph, same seeds of its random sampling, same data and
+    augmentation (flips included)."""
+    loaded = "Use the compilation cache and execute the backend actions only"
+    assert loaded in toy["train_stderr"]
+    assert re.search(r"compiled in a child process in [\d.]+ s, loaded here in [\d.]+ s", toy["train_log"])
+    out_dir = toy["base"] / "run_here"
+    out = run("train.py", *toy["common"], f"--save_checkpoint_path={out_dir}", "--compile_in_child=False",
+              "--save_checkpoint=False")
+    assert loaded not in out.stderr and "child process" not in out.stdout
+    child, here = history(toy["run_a"]), history(out_dir)
+    assert len(child) == len(here) >= 3
+    for a, b in zip(child, here):
+        assert a == b
+
+
+def test_memory_optimize_level_o1_trains_as_o0(toy):
+    """O1 only places the graph's tensors by a compile-time plan: the same values, step by step."""
+    out_dir = toy["base"] / "run_o1"
+    run("train.py", *toy["common"], f"--save_checkpoint_path={out_dir}", "--memory_optimize_level=O1",
+        "--save_checkpoint=False")
+    o0, o1 = history(toy["run_a"]), history(out_dir)
+    assert len(o0) == len(o1) >= 3
+    for a, b in zip(o0, o1):
+        assert a == b
 
 
 def test_resume_continues_with_the_same_lr_and_step_count(toy):

@@ -10,6 +10,9 @@ The network's GT mask format: instance k travels as its canvas box and its canva
 packed 8 pixels per byte (``pack_bitmasks``): the full-resolution bitmask detectron2 samples point
 labels and coarse targets from, at 1/8 of the bytes of the model zoo's bool bitmaps.
 """
+import threading
+import zlib
+
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -218,7 +221,9 @@ class TrainTransform:
     Args:
         cfg: the config (img_height, img_width, keep_ratio, flip_ratio, expand_ratio, img_mean, img_std,
             max_instance_count).
-        seed: seed of this transform's random generator.
+        seed: seed of the random draws (None: a fresh one). The k-th time the transform sees an
+            image it draws from a generator seeded by (seed, the image's CRC-32, k): the same draws
+            for every image whatever order the map's worker threads run in.
     """
 
     def __init__(self, cfg, seed=None):
@@ -230,23 +235,33 @@ class TrainTransform:
         self.mean, self.std = tuple(cfg.img_mean), tuple(cfg.img_std)
         self.channel_order = cfg.img_format
         self.max_instances = cfg.max_instance_count
-        # numpy Generators lock internally, so the map's worker threads may share one.
-        self.rng = np.random.default_rng(seed)
+        self.seed = np.random.SeedSequence().entropy if seed is None else seed
+        self._visits = {}
+        self._visits_lock = threading.Lock()
 
-    def _expand(self, img):
+    def _generator(self, image):
+        """The random generator of this visit of ``image`` (its encoded bytes)."""
+        key = zlib.crc32(image)
+        with self._visits_lock:
+            visit = self._visits.get(key, 0)
+            self._visits[key] = visit + 1
+        return np.random.default_rng([self.seed, key, visit])
+
+    def _expand(self, img, rng):
         """SSD zoom-out: (image on a mean-coloured canvas, offset_x, offset_y)."""
-        if not (self.rng.uniform() < self.expand_ratio and self.rng.uniform() < EXPAND_APPLY_PROB):
+        if not (rng.uniform() < self.expand_ratio and rng.uniform() < EXPAND_APPLY_PROB):
             return img, 0, 0
         h, w = img.shape[:2]
-        ratio = self.rng.uniform(1.0, EXPAND_MAX_RATIO)
+        ratio = rng.uniform(1.0, EXPAND_MAX_RATIO)
         eh, ew = int(h * ratio), int(w * ratio)
-        top, left = int(self.rng.uniform(0, eh - h)), int(self.rng.uniform(0, ew - w))
+        top, left = int(rng.uniform(0, eh - h)), int(rng.uniform(0, ew - w))
         bgr_mean = self.mean[::-1] if self.channel_order == "RGB" else self.mean
         fill = tuple(float(v) for v in np.round(bgr_mean))  # BGR, like the image
         canvas = cv2.copyMakeBorder(img, top, eh - h - top, left, ew - w - left, cv2.BORDER_CONSTANT, value=fill)
         return canvas, left, top
 
     def __call__(self, image, num_instances, boxes, labels, iscrowd, mask_lengths, masks):
+        rng = self._generator(image)
         img = decode_image(image)
         h0, w0 = img.shape[:2]
         n = int(num_instances)
@@ -264,11 +279,11 @@ class TrainTransform:
             rles = [rles[i] for i in keep]
             n = len(keep)
 
-        img, offset_x, offset_y = self._expand(img)
+        img, offset_x, offset_y = self._expand(img, rng)
         eh, ew = img.shape[:2]
-        new_h, new_w = train_size(eh, ew, self.cfg, self.rng)
+        new_h, new_w = train_size(eh, ew, self.cfg, rng)
         img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-        flip = self.rng.uniform() < self.flip_ratio
+        flip = rng.uniform() < self.flip_ratio
         if flip:
             img = cv2.flip(img, 1)
         geometry = Geometry(new_w / ew, new_h / eh, offset_x, offset_y, new_w if flip else None)

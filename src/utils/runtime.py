@@ -34,6 +34,18 @@ def release_free_heap():
     return True
 
 
+def set_memory_optimize_level(level):
+    """MindSpore's memory optimize level, "O0" or "O1", for the graphs compiled from now on.
+
+    O1 plans where each of a graph's tensors lives when the graph is compiled (SOMAS), instead of
+    taking them from the memory pool as the kernels run, whose free blocks end up between live ones.
+    MindSpore accepts ``set_memory`` once per process, so a level already set is not set again.
+    """
+    import mindspore as ms
+    if ms.get_context("memory_optimize_level") != int(level[1:]):
+        ms.runtime.set_memory(optimize_level=level)
+
+
 def compile_then_release(cell, *inputs):
     """Compile ``cell`` (an ``nn.Cell`` in GRAPH_MODE) for ``inputs``, then ``release_free_heap``:
     the peak memory of the first call is the compiled graph's, not the compiler's leftovers too.
@@ -53,6 +65,7 @@ def setup_context(cfg):
     from mindspore.communication import get_group_size, get_rank, init
 
     ms.set_context(mode=ms.GRAPH_MODE)
+    set_memory_optimize_level(cfg.memory_optimize_level)
     if cfg.run_distribute:
         ms.set_device(cfg.device_target)
         init()
