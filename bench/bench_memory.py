@@ -87,15 +87,15 @@ def stage_cell(net, stages):
     return StageLosses()
 
 
-def build_network(args):
-    """(network, config) of the case, GRAPH_MODE on CPU (bench_network's ``case_network``)."""
-    cfg, net = case_network(args.height, args.width, args.batch, False, args.preset, case_settings(args))
-    return net, cfg
+def case_args(args):
+    """bench_network's case arguments (height, width, batch, small test config, preset, settings)
+    of the command line: for ``case_config``, ``case_network`` and ``train_case_step``."""
+    return args.height, args.width, args.batch, False, args.preset, case_settings(args)
 
 
 def build_step(args, stages, backward):
     """(compiled-to-be cell, inputs) of one stage case."""
-    net, cfg = build_network(args)
+    cfg, net = case_network(*case_args(args))
     import mindspore as ms
     from mindspore import nn
 
@@ -166,11 +166,10 @@ def by_library(base, tmp):
 def run_resident(args):
     """The measured side of ``resident``: bench_network's train step, compiled in a child process
     and called three times; prints one RESIDENT line (JSON)."""
-    net, cfg = build_network(args)
+    cfg, net = case_network(*case_args(args))
     from src.utils.compile_in_child import compile_in_child
     step, inputs = train_step(net, cfg)
-    compile_in_child(step, inputs, train_case_step,
-                     (args.height, args.width, args.batch, False, args.preset, case_settings(args), "O0"))
+    compile_in_child(step, inputs, train_case_step, case_args(args) + ("O0",))
     compiled = rss_gb()
     for _ in range(3):
         step(*inputs)[0].asnumpy()
@@ -225,7 +224,7 @@ def parse_args():
     parser.add_argument("--memory_optimize_level", help="O0 | O1: the config's memory_optimize_level (default: "
                                                         "the config's, O0)")
     args = parser.parse_args()
-    checked_case_config(parser, args.height, args.width, args.batch, False, args.preset, case_settings(args))
+    checked_case_config(parser, *case_args(args))
     return args
 
 

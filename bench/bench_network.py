@@ -155,8 +155,8 @@ def run_case(case, height, width, batch, repeats, small_test_config, warmup=4, w
             compile_then_release(step, *inputs)
         else:  # as train.py does by default
             from_child = compile_in_child(step, inputs, train_case_step,
-                             (height, width, batch, small_test_config, preset, settings, amp_level),
-                             log=lambda line: print(line, file=sys.stderr, flush=True))
+                                          (height, width, batch, small_test_config, preset, settings, amp_level),
+                                          log=lambda line: print(line, file=sys.stderr, flush=True))
     else:
         net.set_train(False)
         data = synthetic_batch(cfg, seed=0)
