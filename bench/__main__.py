@@ -1,9 +1,9 @@
 """All benchmarks in one go: ``python -m bench`` (network speed/memory, data conversion/pipeline,
 evaluation post-processing, mask targets, where the train step's memory goes, gradient clipping).
 
-Each prints its own table with the machine and the configuration of every figure. Slow: the
-network cases compile a whole graph each (about a minute), the 768x1280 batch-2 cases need about
-15 GB and the batch-4 train step about 18 GB.
+Each prints its own table with the machine and the configuration of every figure, peak memory
+included. Slow: the network cases compile a whole graph each; the largest, the batch-4 train step
+at 768x1280, needs the most memory.
 """
 import sys
 

@@ -4,6 +4,8 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import HeNormal, Normal
 
+from src.layers.relu_concat import ReluConcat
+
 
 class StandardPointHead(nn.Cell):
     """Args:
@@ -24,15 +26,15 @@ class StandardPointHead(nn.Cell):
         self.seq = nn.CellList(layers)
         self.predictor = nn.Conv1d(in_dim, num_classes, 1, has_bias=True, weight_init=Normal(0.001),
                                    bias_init="zeros")
-        self.relu = nn.ReLU()
+        self.relu_concat = ReluConcat()
         self.matmul_t = ops.MatMul(transpose_b=True)
 
     def hidden_after_first(self, first, coarse):
         """Last hidden features (R, fc_dim + num_classes, P) from the first layer's pre-activation
         ``first`` (R, fc_dim, P) and the coarse features (R, num_classes, P)."""
-        x = ops.concat([self.relu(first), coarse], 1)
+        x = self.relu_concat(first, coarse)
         for i in range(1, len(self.seq)):
-            x = ops.concat([self.relu(self.seq[i](x)), coarse], 1)
+            x = self.relu_concat(self.seq[i](x), coarse)
         return x
 
     def construct(self, fine, coarse):
