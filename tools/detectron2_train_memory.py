@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from make_detectron2_reference import COMMON_CHANGES, CONFIG_REL, setup_detectron2
+from make_detectron2_reference import COMMON_CHANGES, CONFIG_REL, calibrate_frozen_batch_norms, setup_detectron2
 
 
 def parse_args():
@@ -80,31 +80,6 @@ def synthetic_inputs(batch, height, width, objects, seed):
         inputs.append({"image": torch.as_tensor(np.clip(image, 0, 255).astype(np.float32)),
                        "instances": instances})
     return inputs
-
-
-def calibrate_frozen_batch_norms(model, inputs, seed):
-    """Each FrozenBatchNorm2d of the backbone normalises with the statistics of its input on
-    ``inputs`` (set layer by layer in one forward pass), around a random affine map."""
-    import torch
-    from detectron2.layers import FrozenBatchNorm2d
-
-    generator = torch.Generator().manual_seed(seed + 1)
-
-    def take_statistics(norm, args):
-        norm.running_mean.copy_(args[0].mean(dim=(0, 2, 3)))
-        norm.running_var.copy_(args[0].var(dim=(0, 2, 3), unbiased=False).clamp_min(1e-4))
-
-    hooks = []
-    for module in model.backbone.modules():
-        if isinstance(module, FrozenBatchNorm2d):
-            channels = module.weight.shape[0]
-            module.weight.copy_(1.0 + 0.1 * torch.randn(channels, generator=generator))
-            module.bias.copy_(0.1 * torch.randn(channels, generator=generator))
-            hooks.append(module.register_forward_pre_hook(take_statistics))
-    with torch.no_grad():
-        model.backbone(model.preprocess_image(inputs).tensor)
-    for hook in hooks:
-        hook.remove()
 
 
 def main():

@@ -178,6 +178,35 @@ def get_commit(path, given):
         return "unknown"
 
 
+def calibrate_frozen_batch_norms(model, batched_inputs, seed):
+    """Give a random detectron2 model's backbone realistic statistics: each FrozenBatchNorm2d gets a
+    random affine map (weight ~ 1, bias ~ 0) and, layer by layer in one forward pass over
+    ``batched_inputs`` (detectron2's input dicts), the per-channel mean and variance of its own
+    input. Returns the number of layers calibrated."""
+    import torch
+    from detectron2.layers import FrozenBatchNorm2d
+
+    gen = torch.Generator().manual_seed(seed + 1)
+    hooks = []
+
+    def pre_hook(mod, inp):
+        x = inp[0]
+        mod.running_mean.copy_(x.mean(dim=(0, 2, 3)))
+        mod.running_var.copy_(x.var(dim=(0, 2, 3), unbiased=False).clamp_min(1e-4))
+
+    for m in model.backbone.modules():
+        if isinstance(m, FrozenBatchNorm2d):
+            c = m.weight.shape[0]
+            m.weight.copy_(1.0 + 0.1 * torch.randn(c, generator=gen))
+            m.bias.copy_(0.1 * torch.randn(c, generator=gen))
+            hooks.append(m.register_forward_pre_hook(pre_hook))
+    with torch.no_grad():
+        model.backbone(model.preprocess_image(batched_inputs).tensor)
+    for h in hooks:
+        h.remove()
+    return len(hooks)
+
+
 def make_images(seed):
     import skimage.data
 
@@ -262,7 +291,6 @@ def main():
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
     from detectron2.modeling.postprocessing import detector_postprocess
-    from detectron2.layers import FrozenBatchNorm2d
     import detectron2.data.transforms as T
     import point_rend.mask_head as pr_mask_head
     from point_rend import add_pointrend_config
@@ -308,30 +336,6 @@ def main():
     # All calibration statistics are taken over the batch of the three images (one
     # forward pass), so that no image is far out of the calibrated distribution.
     all_batched = [inp["batched"][0] for inp in inputs]
-    def calibrate_frozen_bn():
-        gen = torch.Generator().manual_seed(args.seed + 1)
-        hooks = []
-        n = [0]
-
-        def pre_hook(mod, inp):
-            x = inp[0]
-            mod.running_mean.copy_(x.mean(dim=(0, 2, 3)))
-            mod.running_var.copy_(x.var(dim=(0, 2, 3), unbiased=False).clamp_min(1e-4))
-            n[0] += 1
-
-        for m in model.backbone.modules():
-            if isinstance(m, FrozenBatchNorm2d):
-                c = m.weight.shape[0]
-                m.weight.copy_(1.0 + 0.1 * torch.randn(c, generator=gen))
-                m.bias.copy_(0.1 * torch.randn(c, generator=gen))
-                hooks.append(m.register_forward_pre_hook(pre_hook))
-        with torch.no_grad():
-            il = model.preprocess_image(all_batched)
-            model.backbone(il.tensor)
-        for h in hooks:
-            h.remove()
-        print("calibrated %d FrozenBatchNorm layers on the batch of all %d images" % (n[0], len(inputs)))
-
     def normalizing_hook(target_std, offset=0.0, center=True, once=True):
         """Forward hook: on the first call rescale the layer (weight*a, bias re-centred)
         so that its output has per-channel mean `offset` (if center) and global std
@@ -366,7 +370,8 @@ def main():
         return hook
 
     with torch.no_grad():
-        calibrate_frozen_bn()
+        count = calibrate_frozen_batch_norms(model, all_batched, args.seed)
+        print("calibrated %d FrozenBatchNorm layers on the batch of all %d images" % (count, len(inputs)))
         rh = model.proposal_generator.rpn_head
         # the default RPN init (std 0.01) gives ~0 objectness everywhere: use realistic scales
         hooks = [
