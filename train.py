@@ -99,10 +99,11 @@ def train(cfg):
             if epoch == start_epoch and index < skip:
                 continue
             inputs = [batch[c] for c in TRAIN_COLUMNS]
-            if step == start and cfg.compile_in_child and not cfg.run_distribute:
-                compile_in_child(train_cell, inputs, train_step_in_child, (cfg, steps_per_epoch), log=log)
-            elif step == start:
-                compile_then_release(train_cell, *inputs)
+            if step == start:
+                if cfg.compile_in_child and not cfg.run_distribute:
+                    compile_in_child(train_cell, inputs, train_step_in_child, (cfg, steps_per_epoch), log=log)
+                else:
+                    compile_then_release(train_cell, *inputs)
             losses = train_cell(*inputs)
             step += 1
             values = [float(x.asnumpy()) for x in losses]

@@ -21,7 +21,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 
-from src.utils.runtime import compile_then_release, release_free_heap
+from src.utils.runtime import compile_then_release
 
 FINGERPRINT_FILE = "cell_fingerprint.txt"
 CACHE_ENV = ("MS_COMPILER_CACHE_ENABLE", "MS_COMPILER_CACHE_PATH")
@@ -153,8 +153,7 @@ def compile_in_child(cell, inputs, build, build_args=(), log=print):
                 compiled = time.perf_counter()
                 written = _files_written(folder)
                 with _compile_cache(folder):
-                    cell.compile(*inputs)
-                release_free_heap()
+                    compile_then_release(cell, *inputs)
                 if _files_written(folder) == written:
                     log(f"compiled in a child process in {compiled - start:.1f} s, loaded here in "
                         f"{time.perf_counter() - compiled:.1f} s")
